@@ -1,0 +1,35 @@
+"""Live board state: the actor runtime, board actors and the process's board registry."""
+
+from actors.board import (
+    BoardActor,
+    BoardSettings,
+    CommandResult,
+    DeleteBoard,
+    Execute,
+    GetSnapshot,
+    SetPresenceState,
+    Subscribe,
+    Subscriber,
+    Unsubscribe,
+    make_board_factory,
+)
+from actors.metrics import Metrics
+from actors.registry import BoardRegistry
+from actors.runtime import ActorStopped
+
+__all__ = [
+    "ActorStopped",
+    "BoardActor",
+    "BoardRegistry",
+    "BoardSettings",
+    "CommandResult",
+    "DeleteBoard",
+    "Execute",
+    "GetSnapshot",
+    "Metrics",
+    "SetPresenceState",
+    "Subscribe",
+    "Subscriber",
+    "Unsubscribe",
+    "make_board_factory",
+]

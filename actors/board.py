@@ -1,0 +1,435 @@
+"""The board actor: one per open board, the only thing that changes a board.
+
+It drains its mailbox, applies every waiting command to the in-memory state, persists the
+whole batch in one transaction (group commit), and only then acknowledges the senders and
+broadcasts the events, each encoded once per wire format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import msgspec
+import structlog
+
+from actors.metrics import Metrics
+from actors.presence import Presence
+from actors.runtime import Actor, Envelope
+from actors.state import BoardState
+from protocol import commands as c
+from protocol.codec import Codec
+from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
+from protocol.messages import Ack, ErrorMsg, EventMsg, Joined, ServerMessage
+from storage import BoardRepo, StoredEvent
+
+log = structlog.get_logger(__name__)
+
+_EVENT_JSON = msgspec.json.Encoder()
+_EVENT_DECODER: msgspec.json.Decoder[c.Event] = msgspec.json.Decoder(c.Event)
+
+
+class Subscriber(Protocol):
+    """A connection viewing a board, as the actor sees it. Every method must return at once."""
+
+    conn_id: str
+    user_id: uuid.UUID
+    user_name: str
+    codec: Codec
+
+    def send(self, msg: ServerMessage) -> None: ...
+
+    def send_encoded(self, data: bytes) -> None: ...
+
+    def board_closed(self, board_id: uuid.UUID, reason: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BoardSettings:
+    recent_events: int = 1024  # in-memory resume buffer
+    max_resume_events: int = 10_000  # beyond this a resuming client gets a snapshot
+    remembered_requests: int = 10_000  # request ids kept for de-duplication
+    idle_passivate_s: float = 60.0
+    presence_interval_s: float = 0.05
+    max_batch: int = 512
+
+
+# ------------------------------------------------------------------ messages
+
+
+@dataclass(slots=True)
+class Execute:
+    """Apply one command. ``origin`` (a WebSocket connection) gets the ack or error frame;
+    an ``ask`` gets a :class:`CommandResult` or the error."""
+
+    author: uuid.UUID
+    rid: str | None
+    cmd: c.Command
+    origin: Subscriber | None = None
+    received: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    seq: int
+    duplicate: bool
+    event: EventMsg | None
+
+
+@dataclass(slots=True)
+class Subscribe:
+    sub: Subscriber
+    rid: str
+    since_seq: int | None
+
+
+@dataclass(slots=True)
+class Unsubscribe:
+    conn_id: str
+
+
+@dataclass(slots=True)
+class SetPresenceState:
+    conn_id: str
+    state: dict[str, Any]
+
+
+@dataclass(slots=True)
+class GetSnapshot:
+    pass
+
+
+@dataclass(slots=True)
+class DeleteBoard:
+    author: uuid.UUID
+
+
+@dataclass(slots=True)
+class _FlushPresence:
+    pass
+
+
+@dataclass(slots=True)
+class _Pending:
+    env: Envelope
+    msg: Execute
+    seq: int
+    event: EventMsg | None  # None for a duplicate of an earlier request
+
+
+class BoardActor(Actor):
+    def __init__(
+        self,
+        board_id: uuid.UUID,
+        repo: BoardRepo,
+        metrics: Metrics,
+        settings: BoardSettings,
+    ) -> None:
+        super().__init__()
+        self.board_id = board_id
+        self.name = f"board:{board_id}"
+        self.max_batch = settings.max_batch
+        self.idle_check_s = settings.idle_passivate_s
+        self._repo = repo
+        self._metrics = metrics
+        self._settings = settings
+        self._state: BoardState | None = None
+        self._recent: deque[EventMsg] = deque(maxlen=settings.recent_events)
+        self._requests: OrderedDict[tuple[uuid.UUID, str], int] = OrderedDict()
+        self._subs: dict[str, Subscriber] = {}
+        self._presence = Presence(board_id)
+        self._presence_timer: asyncio.TimerHandle | None = None
+        self._log = log.bind(board_id=str(board_id))
+        self._deleted = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def on_start(self) -> None:
+        loaded = await self._repo.load_board(self.board_id, self._settings.remembered_requests)
+        if loaded is None:
+            raise not_found("board", self.board_id)
+        self._state = BoardState(loaded)
+        self._recent.clear()
+        self._requests = OrderedDict(((a, r), s) for a, r, s in loaded.recent_requests)
+        self._log.info("board_activated", seq=loaded.seq)
+
+    async def on_restart(self) -> None:
+        self._metrics.actor_restarts.inc()
+        await self.on_start()
+
+    def should_passivate(self) -> bool:
+        return not self._subs
+
+    async def on_stop(self) -> None:
+        if self._presence_timer is not None:
+            self._presence_timer.cancel()
+        for sub in self._subs.values():
+            sub.board_closed(self.board_id, "board_unavailable")
+        self._subs.clear()
+
+    # ------------------------------------------------------------------ the loop
+
+    async def handle(self, batch: list[Envelope]) -> None:
+        self._metrics.mailbox_depth.observe(len(batch) + self.mailbox_depth())
+        pending: list[_Pending] = []
+        for i, env in enumerate(batch):
+            msg = env.msg
+            if isinstance(msg, Execute):
+                self._execute(env, msg, pending)
+                continue
+            # Everything else must observe committed state: commit what is waiting first.
+            if pending:
+                if not await self._commit(pending):
+                    self.requeue_front(batch[i:])
+                    return
+                pending = []
+            await self._handle_other(env, msg)
+        if pending:
+            await self._commit(pending)
+        self._flush_presence_joins()
+
+    def _execute(self, env: Envelope, msg: Execute, pending: list[_Pending]) -> None:
+        st = self._board
+        if self._deleted:
+            self._reply_error(env, msg, not_found("board", self.board_id))
+            return
+        if msg.rid is not None:
+            seen = self._requests.get((msg.author, msg.rid))
+            if seen is not None:
+                pending.append(_Pending(env, msg, seen, None))
+                return
+        try:
+            event = st.apply(msg.cmd)
+        except BoardcastError as e:
+            self._metrics.commands.labels(op=msg.cmd.__struct_config__.tag, outcome=e.code).inc()
+            self._reply_error(env, msg, e)
+            return
+        st.seq += 1
+        if msg.rid is not None:
+            self._remember(msg.author, msg.rid, st.seq)
+        em = EventMsg(
+            board_id=self.board_id,
+            seq=st.seq,
+            author=msg.author,
+            ts_ms=int(time.time() * 1000),
+            event=event,
+            rid=msg.rid,
+        )
+        pending.append(_Pending(env, msg, st.seq, em))
+
+    async def _commit(self, pending: list[_Pending]) -> bool:
+        """Persist, then ack and broadcast. On failure nobody hears of success: every sender
+        gets an error and the state is reloaded from Postgres."""
+        st = self._board
+        events = [p.event for p in pending if p.event is not None]
+        if events:
+            base_seq = events[0].seq - 1
+            batch = st.take_batch(base_seq)
+            batch.events = [
+                StoredEvent(
+                    seq=e.seq,
+                    kind=e.event.__struct_config__.tag,  # type: ignore[arg-type]
+                    body=_EVENT_JSON.encode(e.event).decode(),
+                    author=e.author,
+                    request_id=e.rid,
+                    ts_ms=e.ts_ms,
+                )
+                for e in events
+            ]
+            t0 = time.perf_counter()
+            try:
+                await self._repo.persist(batch)
+            except Exception as exc:
+                self._metrics.commit_failures.inc()
+                self._log.error("commit_failed", error=repr(exc), commands=len(pending))
+                err = BoardcastError(
+                    ErrorCode.UNAVAILABLE, "the change could not be saved; nothing was applied"
+                )
+                for p in pending:
+                    self._metrics.commands.labels(op=p.msg.cmd.__struct_config__.tag, outcome="unavailable").inc()
+                    self._reply_error(p.env, p.msg, err)
+                await self.on_restart()
+                return False
+            self._metrics.commit_latency.observe(time.perf_counter() - t0)
+            self._metrics.commit_batch.observe(len(events))
+        now = time.perf_counter()
+        for p in pending:
+            m = p.msg
+            dup = p.event is None
+            if m.origin is not None and m.rid is not None:
+                m.origin.send(Ack(rid=m.rid, board_id=self.board_id, seq=p.seq, duplicate=dup))
+            p.env.resolve(CommandResult(seq=p.seq, duplicate=dup, event=p.event))
+            self._metrics.commands.labels(op=m.cmd.__struct_config__.tag, outcome="ok").inc()
+            if m.received:
+                self._metrics.command_latency.observe(now - m.received)
+        for e in events:
+            self._recent.append(e)
+            self._broadcast(e)
+        return True
+
+    def _broadcast(self, msg: ServerMessage) -> None:
+        encoded: dict[Codec, bytes] = {}
+        for sub in self._subs.values():
+            data = encoded.get(sub.codec)
+            if data is None:
+                data = encoded[sub.codec] = sub.codec.encode(msg)
+            sub.send_encoded(data)
+
+    def _reply_error(self, env: Envelope, msg: Execute, err: BoardcastError) -> None:
+        if msg.origin is not None:
+            msg.origin.send(
+                ErrorMsg(
+                    code=err.code,
+                    message=err.message,
+                    rid=msg.rid,
+                    board_id=self.board_id,
+                    details=err.details,
+                )
+            )
+        env.fail(err)
+
+    def _remember(self, author: uuid.UUID, rid: str, seq: int) -> None:
+        self._requests[(author, rid)] = seq
+        if len(self._requests) > self._settings.remembered_requests:
+            self._requests.popitem(last=False)
+
+    @property
+    def _board(self) -> BoardState:
+        assert self._state is not None, "board state used before load"
+        return self._state
+
+    # ------------------------------------------------------------------ other messages
+
+    async def _handle_other(self, env: Envelope, msg: Any) -> None:
+        try:
+            match msg:
+                case Subscribe() if self._deleted:
+                    raise not_found("board", self.board_id)
+                case Subscribe():
+                    await self._subscribe(msg)
+                    env.resolve(self._board.seq)
+                case Unsubscribe():
+                    self._unsubscribe(msg.conn_id)
+                    env.resolve(None)
+                case SetPresenceState():
+                    if msg.conn_id in self._subs:
+                        self._presence.set_state(msg.conn_id, msg.state)
+                        self._schedule_presence()
+                    env.resolve(None)
+                case _FlushPresence():
+                    self._presence_timer = None
+                    self._flush_presence()
+                case GetSnapshot():
+                    env.resolve(self._board.snapshot())
+                case DeleteBoard():
+                    await self._delete(msg)
+                    env.resolve(None)
+                case _:
+                    raise BoardcastError(ErrorCode.INTERNAL, f"unexpected message {type(msg).__name__}")
+        except BoardcastError as e:
+            env.fail(e)
+
+    async def _subscribe(self, msg: Subscribe) -> None:
+        st = self._board
+        sub = msg.sub
+        joined = Joined(rid=msg.rid, board_id=self.board_id, seq=st.seq)
+        since = msg.since_seq
+        if since is not None and since > st.seq:
+            raise bad_request("since_seq is ahead of the board", seq=st.seq, since_seq=since)
+        if since is None:
+            joined.snapshot = st.snapshot()
+        else:
+            events = await self._events_after(since)
+            if events is None:
+                joined.snapshot = st.snapshot()
+            else:
+                joined.events = events
+        self._subs[sub.conn_id] = sub
+        self._presence.add(sub.conn_id, sub.user_id, sub.user_name)
+        joined.viewers = self._presence.viewers()
+        # Pushed by the actor itself so it reaches the connection before any later event.
+        sub.send(joined)
+
+    async def _events_after(self, since: int) -> list[EventMsg] | None:
+        st = self._board
+        if since == st.seq:
+            return []
+        if st.seq - since > self._settings.max_resume_events:
+            return None
+        if self._recent and self._recent[0].seq <= since + 1:
+            return [e for e in self._recent if e.seq > since]
+        stored = await self._repo.events_since(self.board_id, since, st.seq - since)
+        if len(stored) != st.seq - since:
+            return None
+        return [
+            EventMsg(
+                board_id=self.board_id,
+                seq=s.seq,
+                author=s.author,
+                ts_ms=s.ts_ms,
+                event=_EVENT_DECODER.decode(s.body),
+                rid=s.request_id,
+            )
+            for s in stored
+        ]
+
+    def _unsubscribe(self, conn_id: str) -> None:
+        if self._subs.pop(conn_id, None) is not None:
+            self._presence.remove(conn_id)
+
+    async def _delete(self, msg: DeleteBoard) -> None:
+        st = self._board
+        await self._repo.delete_board(self.board_id)
+        self._log.info("board_deleted", by=str(msg.author))
+        gone = EventMsg(
+            board_id=self.board_id,
+            seq=st.seq + 1,
+            author=msg.author,
+            ts_ms=int(time.time() * 1000),
+            event=c.BoardDeleted(),
+        )
+        self._broadcast(gone)
+        self._deleted = True
+        for sub in self._subs.values():
+            sub.board_closed(self.board_id, "board_deleted")
+        self._subs.clear()
+        self._stop_requested = True
+
+    # ------------------------------------------------------------------ presence
+
+    def _schedule_presence(self) -> None:
+        if self._presence_timer is None:
+            loop = asyncio.get_running_loop()
+            self._presence_timer = loop.call_later(
+                self._settings.presence_interval_s, self._tell_flush
+            )
+
+    def _tell_flush(self) -> None:
+        if self.accepting:
+            self.tell(_FlushPresence())
+
+    def _flush_presence_joins(self) -> None:
+        # Joins and leaves go out at once; state changes wait for the coalescing timer.
+        if self._presence.has_membership_changes():
+            self._flush_presence()
+
+    def _flush_presence(self) -> None:
+        diff = self._presence.take_diff()
+        if diff is not None:
+            self._broadcast(diff)
+
+    # ------------------------------------------------------------------ introspection
+
+    def subscriber_count(self) -> int:
+        return len(self._subs)
+
+
+def make_board_factory(
+    repo: BoardRepo, metrics: Metrics, settings: BoardSettings
+) -> Callable[[uuid.UUID], BoardActor]:
+    return lambda board_id: BoardActor(board_id, repo, metrics, settings)

@@ -1,0 +1,53 @@
+"""Prometheus metrics for one Boardcast process, on a registry of its own.
+
+Built once by the app and handed to whoever records (the actor system, the WebSocket
+endpoint); never a module-level global, so tests can run several servers in one process.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.connections = Gauge("boardcast_ws_connections", "Open WebSocket connections", registry=r)
+        self.frames_in = Counter("boardcast_ws_frames_in", "Frames received", ["encoding"], registry=r)
+        self.frames_out = Counter("boardcast_ws_frames_out", "Frames sent", ["encoding"], registry=r)
+        self.ws_closed = Counter(
+            "boardcast_ws_closed", "Connections closed by the server", ["reason"], registry=r
+        )
+        self.commands = Counter(
+            "boardcast_commands", "Board commands by outcome", ["op", "outcome"], registry=r
+        )
+        self.command_latency = Histogram(
+            "boardcast_command_latency_seconds",
+            "From command received by the actor to ack",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.commit_batch = Histogram(
+            "boardcast_commit_batch_size",
+            "Commands per group commit",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=r,
+        )
+        self.commit_latency = Histogram(
+            "boardcast_commit_latency_seconds", "Group commit duration", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.commit_failures = Counter("boardcast_commit_failures", "Failed group commits", registry=r)
+        self.mailbox_depth = Histogram(
+            "boardcast_mailbox_depth",
+            "Messages waiting in a board's mailbox when it drains",
+            buckets=(0, 1, 4, 16, 64, 256, 1024, 4096),
+            registry=r,
+        )
+        self.active_actors = Gauge("boardcast_active_boards", "Board actors in memory", registry=r)
+        self.actor_restarts = Counter("boardcast_actor_restarts", "Board actors restarted", registry=r)
+        self.http_requests = Counter(
+            "boardcast_http_requests", "REST requests", ["method", "status"], registry=r
+        )

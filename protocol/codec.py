@@ -1,0 +1,87 @@
+"""The two encodings of one protocol: MessagePack (binary frames) and JSON (text frames).
+
+Encoders and decoders are built once. Outbound messages are encoded once and the same bytes
+are sent to every viewer; several waiting messages can be joined into one frame with
+:meth:`Codec.batch`, which wraps already-encoded messages in an array without re-encoding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from protocol.errors import BoardcastError, ErrorCode
+from protocol.messages import ClientMessage, RidProbe
+
+MSGPACK_SUBPROTOCOL = "boardcast.v1.msgpack"
+JSON_SUBPROTOCOL = "boardcast.v1.json"
+SUBPROTOCOLS = (MSGPACK_SUBPROTOCOL, JSON_SUBPROTOCOL)
+
+
+class Codec:
+    """Encoding of one wire format."""
+
+    def __init__(self, name: str, binary: bool) -> None:
+        self.name = name
+        self.binary = binary
+        if binary:
+            self._encoder: msgspec.msgpack.Encoder | msgspec.json.Encoder = msgspec.msgpack.Encoder()
+            self._decoder: Any = msgspec.msgpack.Decoder(ClientMessage)
+            self._probe: Any = msgspec.msgpack.Decoder(RidProbe)
+        else:
+            self._encoder = msgspec.json.Encoder()
+            self._decoder = msgspec.json.Decoder(ClientMessage)
+            self._probe = msgspec.json.Decoder(RidProbe)
+
+    def encode(self, msg: Any) -> bytes:
+        return self._encoder.encode(msg)
+
+    def decode(self, data: bytes | str) -> ClientMessage:
+        """Decode one client frame, raising :class:`BoardcastError` with the frame's
+        request id when it is malformed or invalid."""
+        try:
+            return self._decoder.decode(data)  # type: ignore[no-any-return]
+        except msgspec.ValidationError as e:
+            text = str(e)
+            code = ErrorCode.UNKNOWN_TYPE if _is_unknown_tag(text) else ErrorCode.BAD_REQUEST
+            raise FrameError(code, text, self._rid_of(data)) from e
+        except msgspec.DecodeError as e:
+            raise FrameError(ErrorCode.BAD_FRAME, f"malformed {self.name}: {e}", None) from e
+
+    def _rid_of(self, data: bytes | str) -> str | None:
+        try:
+            rid = self._probe.decode(data).rid
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        return rid if isinstance(rid, str) and len(rid) <= 64 else None
+
+    def batch(self, encoded: list[bytes]) -> bytes:
+        """One frame holding several already-encoded messages, as an array."""
+        n = len(encoded)
+        if self.binary:
+            if n < 16:
+                head = bytes((0x90 | n,))
+            elif n < 0x10000:
+                head = b"\xdc" + n.to_bytes(2, "big")
+            else:
+                head = b"\xdd" + n.to_bytes(4, "big")
+            return head + b"".join(encoded)
+        return b"[" + b",".join(encoded) + b"]"
+
+
+def _is_unknown_tag(text: str) -> bool:
+    return text.startswith("Invalid value") and ("`$.type`" in text or "`$.op.op`" in text)
+
+
+class FrameError(BoardcastError):
+    """A client frame that could not be accepted; carries the frame's request id if any."""
+
+    def __init__(self, code: ErrorCode, message: str, rid: str | None) -> None:
+        super().__init__(code, message)
+        self.rid = rid
+
+
+MSGPACK = Codec("msgpack", binary=True)
+JSON = Codec("json", binary=False)
+CODECS = {MSGPACK_SUBPROTOCOL: MSGPACK, JSON_SUBPROTOCOL: JSON}

@@ -1,0 +1,163 @@
+"""Board commands (what a client asks a board to do) and events (what happened).
+
+Commands are a tagged union on ``op``; events a tagged union on ``kind``. The same command
+types are sent by WebSocket clients, built by REST handlers and, later, by automations: the
+board actor is the only thing that applies them.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+
+from protocol.model import Card, Column, Text, Title
+
+
+class _Command(msgspec.Struct, kw_only=True, tag_field="op", forbid_unknown_fields=True):
+    pass
+
+
+class UpdateBoard(_Command, tag="board.update"):
+    title: Title | None = None
+    description: Text | None = None
+
+
+class CreateColumn(_Command, tag="column.create"):
+    title: Title
+    after: uuid.UUID | None = None
+    before: uuid.UUID | None = None
+
+
+class UpdateColumn(_Command, tag="column.update"):
+    column_id: uuid.UUID
+    title: Title
+
+
+class MoveColumn(_Command, tag="column.move"):
+    """Place a column directly after or before a neighbour; with neither, at the end."""
+
+    column_id: uuid.UUID
+    after: uuid.UUID | None = None
+    before: uuid.UUID | None = None
+
+
+class DeleteColumn(_Command, tag="column.delete"):
+    column_id: uuid.UUID
+
+
+class CreateCard(_Command, tag="card.create"):
+    column_id: uuid.UUID
+    title: Title
+    description: Text = ""
+    after: uuid.UUID | None = None
+    before: uuid.UUID | None = None
+
+
+class UpdateCard(_Command, tag="card.update"):
+    card_id: uuid.UUID
+    title: Title | None = None
+    description: Text | None = None
+
+
+class MoveCard(_Command, tag="card.move"):
+    """Move a card into ``column_id`` after or before a neighbour there; with neither, last."""
+
+    card_id: uuid.UUID
+    column_id: uuid.UUID
+    after: uuid.UUID | None = None
+    before: uuid.UUID | None = None
+
+
+class DeleteCard(_Command, tag="card.delete"):
+    card_id: uuid.UUID
+
+
+Command = (
+    UpdateBoard
+    | CreateColumn
+    | UpdateColumn
+    | MoveColumn
+    | DeleteColumn
+    | CreateCard
+    | UpdateCard
+    | MoveCard
+    | DeleteCard
+)
+
+
+class RankChange(msgspec.Struct, array_like=True):
+    """A new rank for one item, sent when a list had to be rebalanced."""
+
+    id: uuid.UUID
+    rank: int
+
+
+class _Event(msgspec.Struct, kw_only=True, tag_field="kind", omit_defaults=True):
+    pass
+
+
+class BoardUpdated(_Event, tag="board.updated"):
+    title: str | None = None
+    description: str | None = None
+
+
+class BoardDeleted(_Event, tag="board.deleted"):
+    pass
+
+
+class ColumnCreated(_Event, tag="column.created"):
+    column: Column
+    rebalanced: list[RankChange] = []
+
+
+class ColumnUpdated(_Event, tag="column.updated"):
+    column_id: uuid.UUID
+    title: str
+
+
+class ColumnMoved(_Event, tag="column.moved"):
+    column_id: uuid.UUID
+    rank: int
+    rebalanced: list[RankChange] = []
+
+
+class ColumnDeleted(_Event, tag="column.deleted"):
+    column_id: uuid.UUID
+    card_ids: list[uuid.UUID] = []
+
+
+class CardCreated(_Event, tag="card.created"):
+    card: Card
+    rebalanced: list[RankChange] = []
+
+
+class CardUpdated(_Event, tag="card.updated"):
+    card_id: uuid.UUID
+    title: str | None = None
+    description: str | None = None
+
+
+class CardMoved(_Event, tag="card.moved"):
+    card_id: uuid.UUID
+    column_id: uuid.UUID
+    rank: int
+    rebalanced: list[RankChange] = []
+
+
+class CardDeleted(_Event, tag="card.deleted"):
+    card_id: uuid.UUID
+
+
+Event = (
+    BoardUpdated
+    | BoardDeleted
+    | ColumnCreated
+    | ColumnUpdated
+    | ColumnMoved
+    | ColumnDeleted
+    | CardCreated
+    | CardUpdated
+    | CardMoved
+    | CardDeleted
+)

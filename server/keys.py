@@ -1,0 +1,21 @@
+"""Typed keys for what lives on the aiohttp app: handed to handlers, never module globals."""
+
+from __future__ import annotations
+
+import weakref
+
+import asyncpg
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from actors import BoardRegistry, Metrics
+from server.config import Settings
+from storage import BoardRepo
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+POOL = web.AppKey("pool", asyncpg.Pool)
+REDIS = web.AppKey("redis", aioredis.Redis)
+REPO = web.AppKey("repo", BoardRepo)
+REGISTRY = web.AppKey("registry", BoardRegistry)
+SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])

@@ -1,0 +1,360 @@
+"""REST API (JSON): translates HTTP to board commands and back.
+
+Routes are declared once in ``ROUTES`` with their body and response types; the router and
+``/openapi.json`` are both built from that table, so the description cannot drift.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from actors import BoardRegistry, CommandResult, DeleteBoard, Execute, GetSnapshot
+from protocol import commands as c
+from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
+from protocol.model import BoardInfo, BoardSnapshot, Card, Column, Text, Title
+from server.access import Action, authorize, resolve_user
+from server.keys import REGISTRY, REPO, SETTINGS
+from storage import BoardRepo
+
+# ------------------------------------------------------------------ bodies
+
+
+class _Body(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class BoardCreate(_Body):
+    title: Title
+    description: Text = ""
+
+
+class BoardPatch(_Body):
+    title: Title | None = None
+    description: Text | None = None
+
+
+class ColumnCreate(_Body):
+    title: Title
+    after: uuid.UUID | None = None
+    before: uuid.UUID | None = None
+
+
+class ColumnPatch(_Body):
+    title: Title
+
+
+class Placement(_Body):
+    after: uuid.UUID | None = None
+    before: uuid.UUID | None = None
+
+
+class CardCreate(_Body):
+    column_id: uuid.UUID
+    title: Title
+    description: Text = ""
+    after: uuid.UUID | None = None
+    before: uuid.UUID | None = None
+
+
+class CardPatch(_Body):
+    title: Title | None = None
+    description: Text | None = None
+
+
+class CardMoveBody(_Body):
+    column_id: uuid.UUID
+    after: uuid.UUID | None = None
+    before: uuid.UUID | None = None
+
+
+class ErrorDetail(msgspec.Struct, kw_only=True, omit_defaults=True):
+    code: str
+    message: str
+    request_id: str
+    details: dict[str, Any] | None = None
+
+
+class ErrorBody(msgspec.Struct):
+    error: ErrorDetail
+
+
+class BoardList(msgspec.Struct):
+    boards: list[BoardInfo]
+
+
+class ColumnList(msgspec.Struct):
+    columns: list[Column]
+
+
+class CardList(msgspec.Struct):
+    cards: list[Card]
+
+
+# ------------------------------------------------------------------ plumbing
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def json_response(value: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_ENCODER.encode(value), status=status, content_type="application/json")
+
+
+async def read_body(request: web.Request, kind: type[Any]) -> Any:
+    raw = await request.read()
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as e:
+        raise bad_request(str(e)) from e
+    except msgspec.DecodeError as e:
+        raise bad_request(f"malformed JSON: {e}") from e
+
+
+def path_uuid(request: web.Request, name: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.match_info[name])
+    except ValueError:
+        raise not_found(name.removesuffix("_id"), request.match_info[name]) from None
+
+
+@dataclass(slots=True)
+class Ctx:
+    request: web.Request
+    repo: BoardRepo
+    registry: BoardRegistry
+    timeout_s: float
+
+
+def ctx(request: web.Request) -> Ctx:
+    app = request.app
+    return Ctx(request, app[REPO], app[REGISTRY], app[SETTINGS].ask_timeout_s)
+
+
+async def _board_access(request: web.Request, action: Action) -> tuple[Ctx, uuid.UUID]:
+    cx = ctx(request)
+    board_id = path_uuid(request, "board_id")
+    await authorize(cx.repo, resolve_user(request), board_id, action)
+    return cx, board_id
+
+
+async def _execute(request: web.Request, action: Action, cmd: c.Command) -> tuple[CommandResult, uuid.UUID, Ctx]:
+    cx, board_id = await _board_access(request, action)
+    rid = request.headers.get("Idempotency-Key")
+    if rid is not None and not 0 < len(rid) <= 64:
+        raise bad_request("Idempotency-Key must be 1-64 characters")
+    user = resolve_user(request)
+    result: CommandResult = await cx.registry.ask(
+        board_id, Execute(author=user.id, rid=rid, cmd=cmd), cx.timeout_s
+    )
+    return result, board_id, cx
+
+
+async def _snapshot(cx: Ctx, board_id: uuid.UUID) -> BoardSnapshot:
+    snap: BoardSnapshot = await cx.registry.ask(board_id, GetSnapshot(), cx.timeout_s)
+    return snap
+
+
+def _find(items: list[Any], item_id: uuid.UUID, what: str) -> Any:
+    for item in items:
+        if item.id == item_id:
+            return item
+    raise not_found(what, item_id)
+
+
+# ------------------------------------------------------------------ boards
+
+
+async def list_boards(request: web.Request) -> web.Response:
+    boards = await ctx(request).repo.list_boards(resolve_user(request).id)
+    return json_response(BoardList(boards))
+
+
+async def create_board(request: web.Request) -> web.Response:
+    body: BoardCreate = await read_body(request, BoardCreate)
+    info = await ctx(request).repo.create_board(resolve_user(request).id, body.title, body.description)
+    return json_response(info, 201)
+
+
+async def get_board(request: web.Request) -> web.Response:
+    cx, board_id = await _board_access(request, Action.READ)
+    return json_response(await _snapshot(cx, board_id))
+
+
+async def patch_board(request: web.Request) -> web.Response:
+    body: BoardPatch = await read_body(request, BoardPatch)
+    _, board_id, cx = await _execute(
+        request, Action.ADMIN, c.UpdateBoard(title=body.title, description=body.description)
+    )
+    snap = await _snapshot(cx, board_id)
+    return json_response(
+        BoardInfo(id=snap.id, title=snap.title, description=snap.description, seq=snap.seq)
+    )
+
+
+async def delete_board(request: web.Request) -> web.Response:
+    cx, board_id = await _board_access(request, Action.DELETE)
+    await cx.registry.ask(board_id, DeleteBoard(author=resolve_user(request).id), cx.timeout_s)
+    return web.Response(status=204)
+
+
+# ------------------------------------------------------------------ columns
+
+
+async def list_columns(request: web.Request) -> web.Response:
+    cx, board_id = await _board_access(request, Action.READ)
+    return json_response(ColumnList((await _snapshot(cx, board_id)).columns))
+
+
+async def create_column(request: web.Request) -> web.Response:
+    body: ColumnCreate = await read_body(request, ColumnCreate)
+    result, _, _ = await _execute(
+        request, Action.WRITE, c.CreateColumn(title=body.title, after=body.after, before=body.before)
+    )
+    return await _column_response(request, result, 201)
+
+
+async def get_column(request: web.Request) -> web.Response:
+    cx, board_id = await _board_access(request, Action.READ)
+    snap = await _snapshot(cx, board_id)
+    return json_response(_find(snap.columns, path_uuid(request, "column_id"), "column"))
+
+
+async def patch_column(request: web.Request) -> web.Response:
+    body: ColumnPatch = await read_body(request, ColumnPatch)
+    col_id = path_uuid(request, "column_id")
+    result, _, _ = await _execute(request, Action.WRITE, c.UpdateColumn(column_id=col_id, title=body.title))
+    return await _column_response(request, result)
+
+
+async def move_column(request: web.Request) -> web.Response:
+    body: Placement = await read_body(request, Placement)
+    col_id = path_uuid(request, "column_id")
+    result, _, _ = await _execute(
+        request, Action.WRITE, c.MoveColumn(column_id=col_id, after=body.after, before=body.before)
+    )
+    return await _column_response(request, result)
+
+
+async def delete_column(request: web.Request) -> web.Response:
+    col_id = path_uuid(request, "column_id")
+    await _execute(request, Action.WRITE, c.DeleteColumn(column_id=col_id))
+    return web.Response(status=204)
+
+
+async def _column_response(request: web.Request, result: CommandResult, status: int = 200) -> web.Response:
+    ev = result.event.event if result.event is not None else None
+    col_id = ev.column.id if isinstance(ev, c.ColumnCreated) else path_uuid(request, "column_id")
+    snap = await _snapshot(ctx(request), path_uuid(request, "board_id"))
+    return json_response(_find(snap.columns, col_id, "column"), status)
+
+
+# ------------------------------------------------------------------ cards
+
+
+async def list_cards(request: web.Request) -> web.Response:
+    cx, board_id = await _board_access(request, Action.READ)
+    cards = (await _snapshot(cx, board_id)).cards
+    column = request.query.get("column_id")
+    if column is not None:
+        try:
+            col_id = uuid.UUID(column)
+        except ValueError:
+            raise bad_request("column_id is not a UUID") from None
+        cards = [card for card in cards if card.column_id == col_id]
+    return json_response(CardList(cards))
+
+
+async def create_card(request: web.Request) -> web.Response:
+    body: CardCreate = await read_body(request, CardCreate)
+    result, _, _ = await _execute(
+        request,
+        Action.WRITE,
+        c.CreateCard(
+            column_id=body.column_id,
+            title=body.title,
+            description=body.description,
+            after=body.after,
+            before=body.before,
+        ),
+    )
+    return await _card_response(request, result, 201)
+
+
+async def get_card(request: web.Request) -> web.Response:
+    cx, board_id = await _board_access(request, Action.READ)
+    snap = await _snapshot(cx, board_id)
+    return json_response(_find(snap.cards, path_uuid(request, "card_id"), "card"))
+
+
+async def patch_card(request: web.Request) -> web.Response:
+    body: CardPatch = await read_body(request, CardPatch)
+    card_id = path_uuid(request, "card_id")
+    result, _, _ = await _execute(
+        request, Action.WRITE, c.UpdateCard(card_id=card_id, title=body.title, description=body.description)
+    )
+    return await _card_response(request, result)
+
+
+async def move_card(request: web.Request) -> web.Response:
+    body: CardMoveBody = await read_body(request, CardMoveBody)
+    card_id = path_uuid(request, "card_id")
+    result, _, _ = await _execute(
+        request,
+        Action.WRITE,
+        c.MoveCard(card_id=card_id, column_id=body.column_id, after=body.after, before=body.before),
+    )
+    return await _card_response(request, result)
+
+
+async def delete_card(request: web.Request) -> web.Response:
+    card_id = path_uuid(request, "card_id")
+    await _execute(request, Action.WRITE, c.DeleteCard(card_id=card_id))
+    return web.Response(status=204)
+
+
+async def _card_response(request: web.Request, result: CommandResult, status: int = 200) -> web.Response:
+    ev = result.event.event if result.event is not None else None
+    card_id = ev.card.id if isinstance(ev, c.CardCreated) else path_uuid(request, "card_id")
+    snap = await _snapshot(ctx(request), path_uuid(request, "board_id"))
+    return json_response(_find(snap.cards, card_id, "card"), status)
+
+
+# ------------------------------------------------------------------ the table
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    summary: str
+    body: type[Any] | None = None
+    response: type[Any] | None = None
+    status: int = 200
+
+
+_B = "/api/v1/boards/{board_id}"
+ROUTES: list[Route] = [
+    Route("GET", "/api/v1/boards", list_boards, "Boards the caller belongs to", response=BoardList),
+    Route("POST", "/api/v1/boards", create_board, "Create a board", BoardCreate, BoardInfo, 201),
+    Route("GET", _B, get_board, "A whole board (snapshot)", response=BoardSnapshot),
+    Route("PATCH", _B, patch_board, "Update title or description", BoardPatch, BoardInfo),
+    Route("DELETE", _B, delete_board, "Delete the board (owner only)", status=204),
+    Route("GET", f"{_B}/columns", list_columns, "Columns in order", response=ColumnList),
+    Route("POST", f"{_B}/columns", create_column, "Create a column", ColumnCreate, Column, 201),
+    Route("GET", f"{_B}/columns/{{column_id}}", get_column, "One column", response=Column),
+    Route("PATCH", f"{_B}/columns/{{column_id}}", patch_column, "Rename a column", ColumnPatch, Column),
+    Route("DELETE", f"{_B}/columns/{{column_id}}", delete_column, "Delete a column and its cards", status=204),
+    Route("POST", f"{_B}/columns/{{column_id}}/move", move_column, "Move a column", Placement, Column),
+    Route("GET", f"{_B}/cards", list_cards, "Cards in order (optionally of one column)", response=CardList),
+    Route("POST", f"{_B}/cards", create_card, "Create a card", CardCreate, Card, 201),
+    Route("GET", f"{_B}/cards/{{card_id}}", get_card, "One card", response=Card),
+    Route("PATCH", f"{_B}/cards/{{card_id}}", patch_card, "Update a card", CardPatch, Card),
+    Route("DELETE", f"{_B}/cards/{{card_id}}", delete_card, "Delete a card", status=204),
+    Route("POST", f"{_B}/cards/{{card_id}}/move", move_card, "Move a card", CardMoveBody, Card),
+]

@@ -1,0 +1,344 @@
+"""The WebSocket endpoint: one reader and one writer task per connection.
+
+The reader decodes frames and turns them into actor messages without waiting for commits
+(commands are pipelined, bounded by ``max_inflight``). The writer drains a bounded outbound
+queue of already-encoded messages, joining whatever is waiting into one frame. The actor
+never waits on a socket: a connection whose queue overflows is closed as a slow consumer and
+resumes from its last seq.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import os
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+import structlog
+from aiohttp import WSMsgType, web
+
+from actors import (
+    ActorStopped,
+    BoardRegistry,
+    Execute,
+    Metrics,
+    SetPresenceState,
+    Subscribe,
+    Unsubscribe,
+)
+from protocol.codec import CODECS, SUBPROTOCOLS, Codec
+from protocol.errors import BoardcastError, CloseCode, ErrorCode
+from protocol.messages import (
+    ClientMessage,
+    Cmd,
+    ErrorMsg,
+    Join,
+    Leave,
+    Left,
+    Ping,
+    Pong,
+    ServerMessage,
+    SetPresence,
+    Welcome,
+)
+from server.access import Action, User, authorize, role_allows
+from server.config import Settings
+from storage import BoardRepo
+
+log = structlog.get_logger(__name__)
+
+MAX_BOARDS_PER_CONNECTION = 64
+MAX_INFLIGHT = 256  # commands sent to actors and not yet answered, per connection
+MAX_MESSAGES_PER_FRAME = 512
+_conn_counter = itertools.count(1)
+_NODE = os.urandom(3).hex()
+
+
+class ConnState(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class Connection:
+    """One client socket; also the actor's :class:`Subscriber` for each joined board."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        codec: Codec,
+        user: User,
+        registry: BoardRegistry,
+        repo: BoardRepo,
+        metrics: Metrics,
+        settings: Settings,
+    ) -> None:
+        self.conn_id = f"{_NODE}-{next(_conn_counter)}"
+        self.user_id = user.id
+        self.user_name = user.name
+        self.codec = codec
+        self.state = ConnState.OPEN
+        self._ws = ws
+        self._user = user
+        self._registry = registry
+        self._repo = repo
+        self._metrics = metrics
+        self._settings = settings
+        self._boards: dict[uuid.UUID, str] = {}  # joined board -> role
+        self._out: deque[bytes] = deque()
+        self._out_ready = asyncio.Event()
+        self._inflight = 0
+        self._inflight_free = asyncio.Event()
+        self._inflight_free.set()
+        self._last_seen = time.monotonic()
+        self._presence_tokens = float(settings.presence_burst)
+        self._presence_at = time.monotonic()
+        self._close_code: int = 1000
+        self._close_reason = ""
+        self._frames_out = metrics.frames_out.labels(encoding=codec.name)
+        self._log = log.bind(conn_id=self.conn_id, user_id=str(user.id))
+
+    # ------------------------------------------------------------------ Subscriber
+
+    def send(self, msg: ServerMessage) -> None:
+        self.send_encoded(self.codec.encode(msg))
+
+    def send_encoded(self, data: bytes) -> None:
+        if self.state is not ConnState.OPEN:
+            return
+        if len(self._out) >= self._settings.outbound_queue:
+            self._metrics.ws_closed.labels(reason="slow_consumer").inc()
+            self._log.warning("slow_consumer", queued=len(self._out))
+            self._out.clear()
+            self._begin_close(CloseCode.SLOW_CONSUMER, "slow consumer; resume from your last seq")
+            return
+        self._out.append(data)
+        self._out_ready.set()
+
+    def board_closed(self, board_id: uuid.UUID, reason: str) -> None:
+        if self._boards.pop(board_id, None) is not None:
+            self.send(Left(board_id=board_id, reason=reason))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _transition(self, expected: ConnState, new: ConnState) -> None:
+        assert self.state is expected, f"connection in {self.state}, expected {expected}"
+        self.state = new
+
+    def _begin_close(self, code: int, reason: str) -> None:
+        if self.state is not ConnState.OPEN:
+            return
+        self._transition(ConnState.OPEN, ConnState.CLOSING)
+        self._close_code, self._close_reason = code, reason
+        self._out_ready.set()  # wake the writer, which closes the socket
+
+    async def run(self) -> None:
+        self._metrics.connections.inc()
+        self._log.info("ws_connected", encoding=self.codec.name)
+        writer = asyncio.create_task(self._writer(), name=f"ws-writer-{self.conn_id}")
+        heartbeat = asyncio.create_task(self._heartbeat(), name=f"ws-heartbeat-{self.conn_id}")
+        try:
+            self.send(
+                Welcome(
+                    conn_id=self.conn_id,
+                    user_id=self.user_id,
+                    heartbeat_s=self._settings.heartbeat_s,
+                    max_frame_bytes=self._settings.max_frame_bytes,
+                )
+            )
+            await self._reader()
+        finally:
+            if self.state is ConnState.OPEN:
+                self._transition(ConnState.OPEN, ConnState.CLOSING)
+            self._out_ready.set()
+            heartbeat.cancel()
+            for board_id in list(self._boards):
+                self._leave_quietly(board_id)
+            try:
+                await asyncio.wait_for(writer, timeout=5)
+            except (TimeoutError, asyncio.CancelledError):
+                writer.cancel()
+            if not self._ws.closed:
+                await self._ws.close(code=self._close_code, message=self._close_reason.encode())
+            self.state = ConnState.CLOSED
+            self._metrics.connections.dec()
+            self._log.info("ws_closed", code=self._ws.close_code, reason=self._close_reason or None)
+
+    async def _writer(self) -> None:
+        ws, codec = self._ws, self.codec
+        opcode = WSMsgType.BINARY if codec.binary else WSMsgType.TEXT
+        try:
+            while True:
+                await self._out_ready.wait()
+                self._out_ready.clear()
+                while self._out:
+                    n = min(len(self._out), MAX_MESSAGES_PER_FRAME)
+                    if n == 1:
+                        data = self._out.popleft()
+                    else:
+                        data = codec.batch([self._out.popleft() for _ in range(n)])
+                    await ws.send_frame(data, opcode)
+                    self._frames_out.inc()
+                if self.state is not ConnState.OPEN:
+                    if not ws.closed:
+                        await ws.close(code=self._close_code, message=self._close_reason.encode())
+                    return
+        except ConnectionError:
+            self._begin_close(1006, "connection lost")
+
+    async def _heartbeat(self) -> None:
+        interval = self._settings.heartbeat_s
+        while self.state is ConnState.OPEN:
+            await asyncio.sleep(interval)
+            if time.monotonic() - self._last_seen > self._settings.idle_timeout_s:
+                self._metrics.ws_closed.labels(reason="idle_timeout").inc()
+                self._begin_close(CloseCode.IDLE_TIMEOUT, "idle timeout: no frame or pong")
+                return
+            try:
+                await self._ws.ping()
+            except ConnectionError:
+                return
+
+    async def _reader(self) -> None:
+        ws = self._ws
+        frames_in = self._metrics.frames_in.labels(encoding=self.codec.name)
+        async for frame in ws:
+            self._last_seen = time.monotonic()
+            if frame.type in (WSMsgType.BINARY, WSMsgType.TEXT):
+                frames_in.inc()
+                try:
+                    msg = self.codec.decode(frame.data)
+                except BoardcastError as e:
+                    self._send_error(e, getattr(e, "rid", None))
+                    continue
+                await self._dispatch(msg)
+            elif frame.type is WSMsgType.PING:
+                await ws.pong(frame.data)
+            elif frame.type is WSMsgType.ERROR:
+                exc = ws.exception()
+                if "message size" in str(exc).lower() or "too big" in str(exc).lower():
+                    self._metrics.ws_closed.labels(reason="too_big").inc()
+                    self._close_code = CloseCode.MESSAGE_TOO_BIG
+                self._log.info("ws_error", error=str(exc))
+                break
+            if self.state is not ConnState.OPEN:
+                break
+
+    # ------------------------------------------------------------------ dispatch
+
+    async def _dispatch(self, msg: ClientMessage) -> None:
+        try:
+            match msg:
+                case Cmd():
+                    await self._command(msg)
+                case SetPresence():
+                    self._presence(msg)
+                case Join():
+                    await self._join(msg)
+                case Leave():
+                    await self._leave(msg)
+                case Ping():
+                    self.send(Pong(rid=msg.rid))
+        except BoardcastError as e:
+            self._send_error(e, getattr(msg, "rid", None), getattr(msg, "board_id", None))
+
+    async def _command(self, msg: Cmd) -> None:
+        role = self._boards.get(msg.board_id)
+        if role is None:
+            raise BoardcastError(ErrorCode.NOT_JOINED, "join the board before sending commands")
+        if not role_allows(role, Action.WRITE):
+            raise BoardcastError(ErrorCode.FORBIDDEN, f"a {role} may not change this board")
+        if self._inflight >= MAX_INFLIGHT:
+            # Back-pressure: stop reading this socket until the board answers some commands.
+            self._inflight_free.clear()
+            await self._inflight_free.wait()
+        fut = self._registry.submit(
+            msg.board_id,
+            Execute(
+                author=self.user_id, rid=msg.rid, cmd=msg.op, origin=self, received=time.perf_counter()
+            ),
+        )
+        self._inflight += 1
+        fut.add_done_callback(self._command_done)
+
+    def _command_done(self, fut: asyncio.Future[Any]) -> None:
+        self._inflight -= 1
+        self._inflight_free.set()
+        if not fut.cancelled():
+            exc = fut.exception()  # the actor already sent the error frame for known errors
+            if exc is not None and not isinstance(exc, BoardcastError):
+                self._log.error("command_failed", error=repr(exc))
+
+    def _presence(self, msg: SetPresence) -> None:
+        if msg.board_id not in self._boards:
+            raise BoardcastError(ErrorCode.NOT_JOINED, "join the board before setting presence")
+        now = time.monotonic()
+        s = self._settings
+        self._presence_tokens = min(
+            float(s.presence_burst), self._presence_tokens + (now - self._presence_at) * s.presence_rate_per_s
+        )
+        self._presence_at = now
+        if self._presence_tokens < 1:
+            raise BoardcastError(
+                ErrorCode.RATE_LIMITED, "presence updates too frequent", {"retry_after_s": 1 / s.presence_rate_per_s}
+            )
+        self._presence_tokens -= 1
+        self._registry.tell(msg.board_id, SetPresenceState(conn_id=self.conn_id, state=msg.state))
+
+    async def _join(self, msg: Join) -> None:
+        if msg.board_id not in self._boards and len(self._boards) >= MAX_BOARDS_PER_CONNECTION:
+            raise BoardcastError(
+                ErrorCode.TOO_LARGE, f"a connection may join at most {MAX_BOARDS_PER_CONNECTION} boards"
+            )
+        role = await authorize(self._repo, self._user, msg.board_id, Action.READ)
+        # The actor pushes the `joined` frame itself, ahead of any later event.
+        self._boards[msg.board_id] = role
+        try:
+            await self._registry.ask(
+                msg.board_id,
+                Subscribe(sub=self, rid=msg.rid, since_seq=msg.since_seq),
+                self._settings.ask_timeout_s,
+            )
+        except BoardcastError:
+            self._boards.pop(msg.board_id, None)
+            raise
+
+    async def _leave(self, msg: Leave) -> None:
+        if self._boards.pop(msg.board_id, None) is None:
+            raise BoardcastError(ErrorCode.NOT_JOINED, "not joined to this board")
+        try:
+            await self._registry.ask(
+                msg.board_id, Unsubscribe(conn_id=self.conn_id), self._settings.ask_timeout_s
+            )
+        except ActorStopped:
+            pass
+        self.send(Left(board_id=msg.board_id, reason="left", rid=msg.rid))
+
+    def _leave_quietly(self, board_id: uuid.UUID) -> None:
+        self._boards.pop(board_id, None)
+        try:
+            self._registry.tell(board_id, Unsubscribe(conn_id=self.conn_id))
+        except ActorStopped:
+            pass
+
+    def _send_error(
+        self, e: BoardcastError, rid: str | None, board_id: uuid.UUID | None = None
+    ) -> None:
+        self.send(ErrorMsg(code=e.code, message=e.message, rid=rid, board_id=board_id, details=e.details))
+
+
+async def negotiate(request: web.Request, settings: Settings) -> tuple[web.WebSocketResponse, Codec | None]:
+    ws = web.WebSocketResponse(
+        protocols=SUBPROTOCOLS,
+        max_msg_size=settings.max_frame_bytes,
+        autoping=False,  # pongs are read by the connection: they prove it is alive
+        heartbeat=None,
+        compress=False,
+    )
+    await ws.prepare(request)
+    codec = CODECS.get(ws.ws_protocol or "")
+    return ws, codec

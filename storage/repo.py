@@ -1,0 +1,247 @@
+"""The board repository: the only code that reads and writes board rows and the event log."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from protocol.model import BoardInfo, Card, Column
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One row of the event log; ``body`` is the event's JSON encoding."""
+
+    seq: int
+    kind: str
+    body: str
+    author: uuid.UUID
+    request_id: str | None
+    ts_ms: int
+
+
+@dataclass(slots=True)
+class LoadedBoard:
+    id: uuid.UUID
+    title: str
+    description: str
+    owner_id: uuid.UUID
+    seq: int
+    columns: list[Column]
+    cards: list[Card]
+    recent_requests: list[tuple[uuid.UUID, str, int]]  # (author, request id, seq)
+
+
+@dataclass(slots=True)
+class Batch:
+    """Everything one group commit writes: final row states, deletions and the events."""
+
+    board_id: uuid.UUID
+    base_seq: int
+    new_seq: int
+    title: str
+    description: str
+    columns: list[Column] = field(default_factory=list)
+    deleted_columns: list[uuid.UUID] = field(default_factory=list)
+    cards: list[Card] = field(default_factory=list)
+    deleted_cards: list[uuid.UUID] = field(default_factory=list)
+    events: list[StoredEvent] = field(default_factory=list)
+
+
+class StaleBoard(Exception):
+    """The board's seq in Postgres is not the one this actor built on: someone else wrote."""
+
+
+class BoardRepo:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def ensure_user(self, user_id: uuid.UUID, name: str, email: str | None) -> None:
+        await self._pool.execute(
+            """INSERT INTO users (id, name, email) VALUES ($1, $2, $3)
+               ON CONFLICT (id) DO NOTHING""",
+            user_id,
+            name,
+            email,
+        )
+
+    async def create_board(
+        self, owner_id: uuid.UUID, title: str, description: str
+    ) -> BoardInfo:
+        board_id = uuid.uuid4()
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO boards (id, title, description, owner_id) VALUES ($1, $2, $3, $4)",
+                board_id,
+                title,
+                description,
+                owner_id,
+            )
+            await conn.execute(
+                "INSERT INTO board_members (board_id, user_id, role) VALUES ($1, $2, 'owner')",
+                board_id,
+                owner_id,
+            )
+        return BoardInfo(id=board_id, title=title, description=description, seq=0, role="owner")
+
+    async def list_boards(self, user_id: uuid.UUID) -> list[BoardInfo]:
+        rows = await self._pool.fetch(
+            """SELECT b.id, b.title, b.description, b.seq, m.role
+               FROM board_members m JOIN boards b ON b.id = m.board_id
+               WHERE m.user_id = $1 ORDER BY b.created_at, b.id""",
+            user_id,
+        )
+        return [BoardInfo(**dict(r)) for r in rows]
+
+    async def member_role(self, board_id: uuid.UUID, user_id: uuid.UUID) -> str | None:
+        role: str | None = await self._pool.fetchval(
+            "SELECT role FROM board_members WHERE board_id = $1 AND user_id = $2",
+            board_id,
+            user_id,
+        )
+        return role
+
+    async def load_board(self, board_id: uuid.UUID, recent: int) -> LoadedBoard | None:
+        async with self._pool.acquire() as conn, conn.transaction(
+            isolation="repeatable_read", readonly=True
+        ):
+            b = await conn.fetchrow(
+                "SELECT id, title, description, owner_id, seq FROM boards WHERE id = $1",
+                board_id,
+            )
+            if b is None:
+                return None
+            cols = await conn.fetch(
+                "SELECT id, title, rank FROM columns WHERE board_id = $1 ORDER BY rank", board_id
+            )
+            cards = await conn.fetch(
+                """SELECT id, column_id, title, description, rank FROM cards
+                   WHERE board_id = $1 ORDER BY column_id, rank""",
+                board_id,
+            )
+            reqs = await conn.fetch(
+                """SELECT author, request_id, seq FROM board_events
+                   WHERE board_id = $1 AND seq > $2 AND request_id IS NOT NULL
+                   ORDER BY seq""",
+                board_id,
+                max(0, b["seq"] - recent),
+            )
+        return LoadedBoard(
+            id=b["id"],
+            title=b["title"],
+            description=b["description"],
+            owner_id=b["owner_id"],
+            seq=b["seq"],
+            columns=[Column(id=r["id"], title=r["title"], rank=r["rank"]) for r in cols],
+            cards=[
+                Card(
+                    id=r["id"],
+                    column_id=r["column_id"],
+                    title=r["title"],
+                    description=r["description"],
+                    rank=r["rank"],
+                )
+                for r in cards
+            ],
+            recent_requests=[(r["author"], r["request_id"], r["seq"]) for r in reqs],
+        )
+
+    async def events_since(
+        self, board_id: uuid.UUID, since_seq: int, limit: int
+    ) -> list[StoredEvent]:
+        rows = await self._pool.fetch(
+            """SELECT seq, kind, body::text AS body, author, request_id, created_at
+               FROM board_events WHERE board_id = $1 AND seq > $2 ORDER BY seq LIMIT $3""",
+            board_id,
+            since_seq,
+            limit,
+        )
+        return [
+            StoredEvent(
+                seq=r["seq"],
+                kind=r["kind"],
+                body=r["body"],
+                author=r["author"],
+                request_id=r["request_id"],
+                ts_ms=int(r["created_at"].timestamp() * 1000),
+            )
+            for r in rows
+        ]
+
+    async def persist(self, batch: Batch) -> None:
+        """Write one group commit in a single transaction, fenced on the board's seq."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            updated = await conn.fetchval(
+                """UPDATE boards SET seq = $3, title = $4, description = $5, updated_at = now()
+                   WHERE id = $1 AND seq = $2 RETURNING 1""",
+                batch.board_id,
+                batch.base_seq,
+                batch.new_seq,
+                batch.title,
+                batch.description,
+            )
+            if updated is None:
+                raise StaleBoard(f"board {batch.board_id} is not at seq {batch.base_seq}")
+            if batch.deleted_cards:
+                await conn.execute("DELETE FROM cards WHERE id = ANY($1::uuid[])", batch.deleted_cards)
+            if batch.deleted_columns:
+                await conn.execute(
+                    "DELETE FROM columns WHERE id = ANY($1::uuid[])", batch.deleted_columns
+                )
+            if batch.columns:
+                await _upsert_columns(conn, batch.board_id, batch.columns)
+            if batch.cards:
+                await _upsert_cards(conn, batch.board_id, batch.cards)
+            ev = batch.events
+            await conn.execute(
+                """INSERT INTO board_events
+                   (board_id, seq, kind, body, author, request_id, created_at)
+                   SELECT $1, u.seq, u.kind, u.body::jsonb, u.author, u.rid,
+                          to_timestamp(u.ts_ms / 1000.0)
+                   FROM unnest($2::bigint[], $3::text[], $4::text[], $5::uuid[], $6::text[],
+                               $7::bigint[]) AS u(seq, kind, body, author, rid, ts_ms)""",
+                batch.board_id,
+                [e.seq for e in ev],
+                [e.kind for e in ev],
+                [e.body for e in ev],
+                [e.author for e in ev],
+                [e.request_id for e in ev],
+                [e.ts_ms for e in ev],
+            )
+
+    async def delete_board(self, board_id: uuid.UUID) -> None:
+        await self._pool.execute("DELETE FROM boards WHERE id = $1", board_id)
+
+
+async def _upsert_columns(conn: asyncpg.Connection, board_id: uuid.UUID, cols: Sequence[Column]) -> None:
+    # unnest() turns the whole set into one statement: one round trip however big the batch.
+    await conn.execute(
+        """INSERT INTO columns (id, board_id, title, rank)
+           SELECT u.id, $1, u.title, u.rank
+           FROM unnest($2::uuid[], $3::text[], $4::bigint[]) AS u(id, title, rank)
+           ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title, rank = EXCLUDED.rank""",
+        board_id,
+        [c.id for c in cols],
+        [c.title for c in cols],
+        [c.rank for c in cols],
+    )
+
+
+async def _upsert_cards(conn: asyncpg.Connection, board_id: uuid.UUID, cards: Sequence[Card]) -> None:
+    await conn.execute(
+        """INSERT INTO cards (id, board_id, column_id, title, description, rank)
+           SELECT u.id, $1, u.column_id, u.title, u.description, u.rank
+           FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::bigint[])
+                AS u(id, column_id, title, description, rank)
+           ON CONFLICT (id) DO UPDATE SET column_id = EXCLUDED.column_id,
+               title = EXCLUDED.title, description = EXCLUDED.description, rank = EXCLUDED.rank""",
+        board_id,
+        [c.id for c in cards],
+        [c.column_id for c in cards],
+        [c.title for c in cards],
+        [c.description for c in cards],
+        [c.rank for c in cards],
+    )
