@@ -251,7 +251,9 @@ class BoardActor(Actor):
                     ErrorCode.UNAVAILABLE, "the change could not be saved; nothing was applied"
                 )
                 for p in pending:
-                    self._metrics.commands.labels(op=p.msg.cmd.__struct_config__.tag, outcome="unavailable").inc()
+                    self._metrics.commands.labels(
+                        op=p.msg.cmd.__struct_config__.tag, outcome="unavailable"
+                    ).inc()
                     self._reply_error(p.env, p.msg, err)
                 await self.on_restart()
                 return False
@@ -405,9 +407,7 @@ class BoardActor(Actor):
     def _schedule_presence(self) -> None:
         if self._presence_timer is None:
             loop = asyncio.get_running_loop()
-            self._presence_timer = loop.call_later(
-                self._settings.presence_interval_s, self._tell_flush
-            )
+            self._presence_timer = loop.call_later(self._settings.presence_interval_s, self._tell_flush)
 
     def _tell_flush(self) -> None:
         if self.accepting:

@@ -20,10 +20,12 @@ _HIGH = RANK_MAX + 1
 
 def between(lo: int | None, hi: int | None) -> int | None:
     """A rank strictly between two neighbours (None for an open end), or None if none fits."""
+    if lo is None and hi is None:
+        return _HIGH // 2
     if hi is None:
-        base = _LOW if lo is None else lo
-        if base + APPEND_GAP < _HIGH:
-            return base + APPEND_GAP if lo is not None else _HIGH // 2
+        assert lo is not None
+        if lo + APPEND_GAP < _HIGH:
+            return lo + APPEND_GAP
         hi = _HIGH
     elif lo is None:
         if hi - APPEND_GAP > _LOW:
@@ -43,7 +45,7 @@ def spread(n: int) -> list[int]:
 class RankedList:
     """Ids kept in rank order, with O(log n) position lookup by rank."""
 
-    __slots__ = ("_ids", "_ranks", "_rank_of")
+    __slots__ = ("_ids", "_rank_of", "_ranks")
 
     def __init__(self, items: list[tuple[uuid.UUID, int]] | None = None) -> None:
         pairs = sorted(items or [], key=lambda p: p[1])
@@ -90,7 +92,7 @@ class RankedList:
             self._ranks.insert(idx, rank)
             self._rank_of[item_id] = rank
             return rank, []
-        ids = self._ids[:idx] + [item_id] + self._ids[idx:]
+        ids = [*self._ids[:idx], item_id, *self._ids[idx:]]
         ranks = spread(len(ids))
         self._ids, self._ranks = ids, ranks
         self._rank_of = dict(zip(ids, ranks, strict=True))

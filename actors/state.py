@@ -28,9 +28,7 @@ class BoardState:
         self.columns: dict[uuid.UUID, Column] = {col.id: col for col in loaded.columns}
         self.cards: dict[uuid.UUID, Card] = {card.id: card for card in loaded.cards}
         self.column_order = RankedList([(col.id, col.rank) for col in loaded.columns])
-        self.card_order: dict[uuid.UUID, RankedList] = {
-            col.id: RankedList() for col in loaded.columns
-        }
+        self.card_order: dict[uuid.UUID, RankedList] = {col.id: RankedList() for col in loaded.columns}
         by_column: dict[uuid.UUID, list[tuple[uuid.UUID, int]]] = {}
         for card in loaded.cards:
             by_column.setdefault(card.column_id, []).append((card.id, card.rank))

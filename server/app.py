@@ -32,8 +32,13 @@ _HTTP_CODES = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.BAD_REQUEST, 413: ErrorC
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error_response(code: ErrorCode, message: str, request_id: str, details: dict[str, object] | None = None,
-                    status: int | None = None) -> web.Response:
+def _error_response(
+    code: ErrorCode,
+    message: str,
+    request_id: str,
+    details: dict[str, object] | None = None,
+    status: int | None = None,
+) -> web.Response:
     body = ErrorBody(ErrorDetail(code=code, message=message, request_id=request_id, details=details))
     return json_response(body, status or HTTP_STATUS[code])
 
@@ -72,8 +77,10 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     user = resolve_user(request)
     ws, codec = await negotiate(request, settings)
     if codec is None:
-        await ws.close(code=CloseCode.UNSUPPORTED_PROTOCOL,
-                       message=b"offer subprotocol boardcast.v1.msgpack or boardcast.v1.json")
+        await ws.close(
+            code=CloseCode.UNSUPPORTED_PROTOCOL,
+            message=b"offer subprotocol boardcast.v1.msgpack or boardcast.v1.json",
+        )
         return ws
     app[SOCKETS].add(ws)
     conn = Connection(ws, codec, user, app[REGISTRY], app[REPO], app[METRICS], settings)
@@ -120,7 +127,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     assert settings.database_url and settings.redis_url, "URLs are resolved before the app is built"
     pool = await create_pool(settings.database_url, 1, settings.db_pool_max)
-    redis = aioredis.from_url(settings.redis_url)
+    redis = aioredis.from_url(settings.redis_url)  # type: ignore[no-untyped-call]
     try:
         async with pool.acquire() as conn:
             await migrate(conn)
@@ -147,7 +154,8 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_sockets(app: web.Application) -> None:
-    for ws in list(app[SOCKETS]):
+    sockets = app[SOCKETS]
+    for ws in list(sockets):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down; resume")
 
 

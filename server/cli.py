@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import structlog
 import uvloop
@@ -22,7 +23,7 @@ log = structlog.get_logger(__name__)
 
 def _with_services(stack: contextlib.ExitStack, settings: Settings, need_redis: bool = True) -> Settings:
     """Fill in missing URLs with embedded servers (development only; production refused at load)."""
-    changes: dict[str, str] = {}
+    changes: dict[str, Any] = {}
     if settings.database_url is None:
         changes["database_url"] = stack.enter_context(embedded_postgres(settings.data_dir))
     if need_redis and settings.redis_url is None:

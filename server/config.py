@@ -120,8 +120,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     values.update(overrides)
     settings = Settings(**values)
     if settings.production:
-        missing = [v for v, f in (("DATABASE_URL", "database_url"), ("REDIS_URL", "redis_url"))
-                   if getattr(settings, f) is None]
+        missing = [
+            v
+            for v, f in (("DATABASE_URL", "database_url"), ("REDIS_URL", "redis_url"))
+            if getattr(settings, f) is None
+        ]
         if missing:
             raise ConfigError(
                 f"{', '.join(missing)} must be set when BOARDCAST_ENV=production "

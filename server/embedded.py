@@ -22,7 +22,7 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
     pg_dir = data_dir / "postgres"
     pg_dir.mkdir(parents=True, exist_ok=True)
     log.info("embedded_postgres_starting", path=str(pg_dir))
-    server = pgserver.get_server(pg_dir, cleanup_mode="stop")
+    server = pgserver.get_server(pg_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
     try:
         yield server.get_uri()
     finally:

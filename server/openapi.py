@@ -12,13 +12,27 @@ from server.rest import ROUTES, ErrorBody
 _PARAM = re.compile(r"{(\w+)}")
 
 _EXTRA_PATHS: dict[str, dict[str, Any]] = {
-    "/health": {"get": {"summary": "Liveness and dependencies", "responses": {
-        "200": {"description": "healthy"}, "503": {"description": "a dependency is down"}}}},
-    "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
-        "200": {"description": "Prometheus text format", "content": {"text/plain": {}}}}}},
-    "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
-    "/ws": {"get": {"summary": "WebSocket endpoint (see docs/PROTOCOL.md)", "responses": {
-        "101": {"description": "switching protocols"}}}},
+    "/health": {
+        "get": {
+            "summary": "Liveness and dependencies",
+            "responses": {"200": {"description": "healthy"}, "503": {"description": "a dependency is down"}},
+        }
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics",
+            "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {}}}},
+        }
+    },
+    "/openapi.json": {
+        "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}
+    },
+    "/ws": {
+        "get": {
+            "summary": "WebSocket endpoint (see docs/PROTOCOL.md)",
+            "responses": {"101": {"description": "switching protocols"}},
+        }
+    },
 }
 
 
@@ -43,10 +57,14 @@ def build_openapi(version: str) -> dict[str, Any]:
         }
         if r.body is not None:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref[r.body]}}}
-            op["parameters"].append({
-                "name": "Idempotency-Key", "in": "header", "required": False,
-                "schema": {"type": "string", "maxLength": 64},
-            })
+            op["parameters"].append(
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "maxLength": 64},
+                }
+            )
         ok: dict[str, Any] = {"description": "success"}
         if r.response is not None:
             ok["content"] = {"application/json": {"schema": ref[r.response]}}

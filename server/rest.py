@@ -16,7 +16,7 @@ from aiohttp import web
 
 from actors import BoardRegistry, CommandResult, DeleteBoard, Execute, GetSnapshot
 from protocol import commands as c
-from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
+from protocol.errors import bad_request, not_found
 from protocol.model import BoardInfo, BoardSnapshot, Card, Column, Text, Title
 from server.access import Action, authorize, resolve_user
 from server.keys import REGISTRY, REPO, SETTINGS
@@ -142,7 +142,9 @@ async def _board_access(request: web.Request, action: Action) -> tuple[Ctx, uuid
     return cx, board_id
 
 
-async def _execute(request: web.Request, action: Action, cmd: c.Command) -> tuple[CommandResult, uuid.UUID, Ctx]:
+async def _execute(
+    request: web.Request, action: Action, cmd: c.Command
+) -> tuple[CommandResult, uuid.UUID, Ctx]:
     cx, board_id = await _board_access(request, action)
     rid = request.headers.get("Idempotency-Key")
     if rid is not None and not 0 < len(rid) <= 64:
@@ -191,9 +193,7 @@ async def patch_board(request: web.Request) -> web.Response:
         request, Action.ADMIN, c.UpdateBoard(title=body.title, description=body.description)
     )
     snap = await _snapshot(cx, board_id)
-    return json_response(
-        BoardInfo(id=snap.id, title=snap.title, description=snap.description, seq=snap.seq)
-    )
+    return json_response(BoardInfo(id=snap.id, title=snap.title, description=snap.description, seq=snap.seq))
 
 
 async def delete_board(request: web.Request) -> web.Response:
@@ -349,7 +349,9 @@ ROUTES: list[Route] = [
     Route("POST", f"{_B}/columns", create_column, "Create a column", ColumnCreate, Column, 201),
     Route("GET", f"{_B}/columns/{{column_id}}", get_column, "One column", response=Column),
     Route("PATCH", f"{_B}/columns/{{column_id}}", patch_column, "Rename a column", ColumnPatch, Column),
-    Route("DELETE", f"{_B}/columns/{{column_id}}", delete_column, "Delete a column and its cards", status=204),
+    Route(
+        "DELETE", f"{_B}/columns/{{column_id}}", delete_column, "Delete a column and its cards", status=204
+    ),
     Route("POST", f"{_B}/columns/{{column_id}}/move", move_column, "Move a column", Placement, Column),
     Route("GET", f"{_B}/cards", list_cards, "Cards in order (optionally of one column)", response=CardList),
     Route("POST", f"{_B}/cards", create_card, "Create a card", CardCreate, Card, 201),

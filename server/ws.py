@@ -258,9 +258,7 @@ class Connection:
             await self._inflight_free.wait()
         fut = self._registry.submit(
             msg.board_id,
-            Execute(
-                author=self.user_id, rid=msg.rid, cmd=msg.op, origin=self, received=time.perf_counter()
-            ),
+            Execute(author=self.user_id, rid=msg.rid, cmd=msg.op, origin=self, received=time.perf_counter()),
         )
         self._inflight += 1
         fut.add_done_callback(self._command_done)
@@ -284,7 +282,9 @@ class Connection:
         self._presence_at = now
         if self._presence_tokens < 1:
             raise BoardcastError(
-                ErrorCode.RATE_LIMITED, "presence updates too frequent", {"retry_after_s": 1 / s.presence_rate_per_s}
+                ErrorCode.RATE_LIMITED,
+                "presence updates too frequent",
+                {"retry_after_s": 1 / s.presence_rate_per_s},
             )
         self._presence_tokens -= 1
         self._registry.tell(msg.board_id, SetPresenceState(conn_id=self.conn_id, state=msg.state))
@@ -325,9 +325,7 @@ class Connection:
         except ActorStopped:
             pass
 
-    def _send_error(
-        self, e: BoardcastError, rid: str | None, board_id: uuid.UUID | None = None
-    ) -> None:
+    def _send_error(self, e: BoardcastError, rid: str | None, board_id: uuid.UUID | None = None) -> None:
         self.send(ErrorMsg(code=e.code, message=e.message, rid=rid, board_id=board_id, details=e.details))
 
 

@@ -68,9 +68,7 @@ class BoardRepo:
             email,
         )
 
-    async def create_board(
-        self, owner_id: uuid.UUID, title: str, description: str
-    ) -> BoardInfo:
+    async def create_board(self, owner_id: uuid.UUID, title: str, description: str) -> BoardInfo:
         board_id = uuid.uuid4()
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
@@ -105,9 +103,7 @@ class BoardRepo:
         return role
 
     async def load_board(self, board_id: uuid.UUID, recent: int) -> LoadedBoard | None:
-        async with self._pool.acquire() as conn, conn.transaction(
-            isolation="repeatable_read", readonly=True
-        ):
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             b = await conn.fetchrow(
                 "SELECT id, title, description, owner_id, seq FROM boards WHERE id = $1",
                 board_id,
@@ -149,9 +145,7 @@ class BoardRepo:
             recent_requests=[(r["author"], r["request_id"], r["seq"]) for r in reqs],
         )
 
-    async def events_since(
-        self, board_id: uuid.UUID, since_seq: int, limit: int
-    ) -> list[StoredEvent]:
+    async def events_since(self, board_id: uuid.UUID, since_seq: int, limit: int) -> list[StoredEvent]:
         rows = await self._pool.fetch(
             """SELECT seq, kind, body::text AS body, author, request_id, created_at
                FROM board_events WHERE board_id = $1 AND seq > $2 ORDER BY seq LIMIT $3""",
@@ -188,9 +182,7 @@ class BoardRepo:
             if batch.deleted_cards:
                 await conn.execute("DELETE FROM cards WHERE id = ANY($1::uuid[])", batch.deleted_cards)
             if batch.deleted_columns:
-                await conn.execute(
-                    "DELETE FROM columns WHERE id = ANY($1::uuid[])", batch.deleted_columns
-                )
+                await conn.execute("DELETE FROM columns WHERE id = ANY($1::uuid[])", batch.deleted_columns)
             if batch.columns:
                 await _upsert_columns(conn, batch.board_id, batch.columns)
             if batch.cards:
