@@ -26,6 +26,7 @@ from protocol import commands as c
 from protocol.codec import Codec
 from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
 from protocol.messages import Ack, ErrorMsg, EventMsg, Joined, ServerMessage
+from protocol.model import Card, Column
 from storage import BoardRepo, StoredEvent
 
 log = structlog.get_logger(__name__)
@@ -79,6 +80,9 @@ class CommandResult:
     seq: int
     duplicate: bool
     event: EventMsg | None
+    # The column or card as this command left it (for REST replies); None for deletes,
+    # board updates and duplicates.
+    entity: Column | Card | None = None
 
 
 @dataclass(slots=True)
@@ -120,6 +124,7 @@ class _Pending:
     msg: Execute
     seq: int
     event: EventMsg | None  # None for a duplicate of an earlier request
+    entity: Column | Card | None = None
 
 
 class BoardActor(Actor):
@@ -201,7 +206,9 @@ class BoardActor(Actor):
         if msg.rid is not None:
             seen = self._requests.get((msg.author, msg.rid))
             if seen is not None:
-                pending.append(_Pending(env, msg, seen, None))
+                original = self._recent_event(seen)
+                entity = st.entity_after(original.event) if original and env.reply else None
+                pending.append(_Pending(env, msg, seen, None, entity))
                 return
         try:
             event = st.apply(msg.cmd)
@@ -220,7 +227,8 @@ class BoardActor(Actor):
             event=event,
             rid=msg.rid,
         )
-        pending.append(_Pending(env, msg, st.seq, em))
+        entity = st.entity_after(event) if env.reply is not None else None
+        pending.append(_Pending(env, msg, st.seq, em, entity))
 
     async def _commit(self, pending: list[_Pending]) -> bool:
         """Persist, then ack and broadcast. On failure nobody hears of success: every sender
@@ -265,7 +273,7 @@ class BoardActor(Actor):
             dup = p.event is None
             if m.origin is not None and m.rid is not None:
                 m.origin.send(Ack(rid=m.rid, board_id=self.board_id, seq=p.seq, duplicate=dup))
-            p.env.resolve(CommandResult(seq=p.seq, duplicate=dup, event=p.event))
+            p.env.resolve(CommandResult(seq=p.seq, duplicate=dup, event=p.event, entity=p.entity))
             self._metrics.commands.labels(op=m.cmd.__struct_config__.tag, outcome="ok").inc()
             if m.received:
                 self._metrics.command_latency.observe(now - m.received)
@@ -294,6 +302,11 @@ class BoardActor(Actor):
                 )
             )
         env.fail(err)
+
+    def _recent_event(self, seq: int) -> EventMsg | None:
+        if self._recent and self._recent[0].seq <= seq <= self._recent[-1].seq:
+            return self._recent[seq - self._recent[0].seq]
+        return None
 
     def _remember(self, author: uuid.UUID, rid: str, seq: int) -> None:
         self._requests[(author, rid)] = seq

@@ -51,6 +51,20 @@ class BoardState:
             cards=cards,
         )
 
+    def entity_after(self, event: c.Event) -> Column | Card | None:
+        """A copy of the column or card an event is about, as it is now (None if gone)."""
+        found: Column | Card | None = None
+        match event:
+            case c.ColumnCreated():
+                found = self.columns.get(event.column.id)
+            case c.ColumnUpdated() | c.ColumnMoved():
+                found = self.columns.get(event.column_id)
+            case c.CardCreated():
+                found = self.cards.get(event.card.id)
+            case c.CardUpdated() | c.CardMoved():
+                found = self.cards.get(event.card_id)
+        return None if found is None else msgspec.structs.replace(found)
+
     # ------------------------------------------------------------------ writes
 
     def apply(self, cmd: c.Command) -> c.Event:

@@ -83,7 +83,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         )
         return ws
     app[SOCKETS].add(ws)
-    conn = Connection(ws, codec, user, app[REGISTRY], app[REPO], app[METRICS], settings)
+    conn = Connection(ws, request.transport, codec, user, app[REGISTRY], app[REPO], app[METRICS], settings)
     await conn.run()
     return ws
 

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from actors import BoardRegistry, CommandResult, DeleteBoard, Execute, GetSnapshot
 from protocol import commands as c
-from protocol.errors import bad_request, not_found
+from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
 from protocol.model import BoardInfo, BoardSnapshot, Card, Column, Text, Title
 from server.access import Action, authorize, resolve_user
 from server.keys import REGISTRY, REPO, SETTINGS
@@ -215,7 +215,7 @@ async def create_column(request: web.Request) -> web.Response:
     result, _, _ = await _execute(
         request, Action.WRITE, c.CreateColumn(title=body.title, after=body.after, before=body.before)
     )
-    return await _column_response(request, result, 201)
+    return await _entity_response(request, result, "column", 201)
 
 
 async def get_column(request: web.Request) -> web.Response:
@@ -228,7 +228,7 @@ async def patch_column(request: web.Request) -> web.Response:
     body: ColumnPatch = await read_body(request, ColumnPatch)
     col_id = path_uuid(request, "column_id")
     result, _, _ = await _execute(request, Action.WRITE, c.UpdateColumn(column_id=col_id, title=body.title))
-    return await _column_response(request, result)
+    return await _entity_response(request, result, "column")
 
 
 async def move_column(request: web.Request) -> web.Response:
@@ -237,7 +237,7 @@ async def move_column(request: web.Request) -> web.Response:
     result, _, _ = await _execute(
         request, Action.WRITE, c.MoveColumn(column_id=col_id, after=body.after, before=body.before)
     )
-    return await _column_response(request, result)
+    return await _entity_response(request, result, "column")
 
 
 async def delete_column(request: web.Request) -> web.Response:
@@ -246,11 +246,23 @@ async def delete_column(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def _column_response(request: web.Request, result: CommandResult, status: int = 200) -> web.Response:
-    ev = result.event.event if result.event is not None else None
-    col_id = ev.column.id if isinstance(ev, c.ColumnCreated) else path_uuid(request, "column_id")
+async def _entity_response(
+    request: web.Request, result: CommandResult, kind: str, status: int = 200
+) -> web.Response:
+    """The column or card as the command left it. A retried request whose result is no longer
+    in memory is answered with the item as it is now."""
+    if result.entity is not None:
+        return json_response(result.entity, status)
+    key = f"{kind}_id"
+    if key not in request.match_info:
+        raise BoardcastError(
+            ErrorCode.CONFLICT,
+            f"this Idempotency-Key was already used to create a {kind} (seq {result.seq})",
+            {"seq": result.seq},
+        )
     snap = await _snapshot(ctx(request), path_uuid(request, "board_id"))
-    return json_response(_find(snap.columns, col_id, "column"), status)
+    items: list[Any] = snap.columns if kind == "column" else snap.cards
+    return json_response(_find(items, path_uuid(request, key), kind), status)
 
 
 # ------------------------------------------------------------------ cards
@@ -282,7 +294,7 @@ async def create_card(request: web.Request) -> web.Response:
             before=body.before,
         ),
     )
-    return await _card_response(request, result, 201)
+    return await _entity_response(request, result, "card", 201)
 
 
 async def get_card(request: web.Request) -> web.Response:
@@ -297,7 +309,7 @@ async def patch_card(request: web.Request) -> web.Response:
     result, _, _ = await _execute(
         request, Action.WRITE, c.UpdateCard(card_id=card_id, title=body.title, description=body.description)
     )
-    return await _card_response(request, result)
+    return await _entity_response(request, result, "card")
 
 
 async def move_card(request: web.Request) -> web.Response:
@@ -308,20 +320,13 @@ async def move_card(request: web.Request) -> web.Response:
         Action.WRITE,
         c.MoveCard(card_id=card_id, column_id=body.column_id, after=body.after, before=body.before),
     )
-    return await _card_response(request, result)
+    return await _entity_response(request, result, "card")
 
 
 async def delete_card(request: web.Request) -> web.Response:
     card_id = path_uuid(request, "card_id")
     await _execute(request, Action.WRITE, c.DeleteCard(card_id=card_id))
     return web.Response(status=204)
-
-
-async def _card_response(request: web.Request, result: CommandResult, status: int = 200) -> web.Response:
-    ev = result.event.event if result.event is not None else None
-    card_id = ev.card.id if isinstance(ev, c.CardCreated) else path_uuid(request, "card_id")
-    snap = await _snapshot(ctx(request), path_uuid(request, "board_id"))
-    return json_response(_find(snap.cards, card_id, "card"), status)
 
 
 # ------------------------------------------------------------------ the table

@@ -70,6 +70,7 @@ class Connection:
     def __init__(
         self,
         ws: web.WebSocketResponse,
+        transport: asyncio.Transport | None,
         codec: Codec,
         user: User,
         registry: BoardRegistry,
@@ -83,6 +84,9 @@ class Connection:
         self.codec = codec
         self.state = ConnState.OPEN
         self._ws = ws
+        self._transport = transport
+        self._writer_task: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
         self._user = user
         self._registry = registry
         self._repo = repo
@@ -134,12 +138,33 @@ class Connection:
             return
         self._transition(ConnState.OPEN, ConnState.CLOSING)
         self._close_code, self._close_reason = code, reason
-        self._out_ready.set()  # wake the writer, which closes the socket
+        self._out_ready.set()  # the writer flushes what is queued and returns
+        self._closer = asyncio.get_running_loop().create_task(self._close_socket())
+
+    async def _close_socket(self) -> None:
+        """Flush (bounded), send the close frame (bounded), else drop the transport.
+
+        A slow consumer's writer may be stuck waiting for the socket to drain; the close
+        frame then queues behind the data already buffered, and if the peer still does not
+        read, the transport is aborted so the reader (and the connection) ends."""
+        writer = self._writer_task
+        if writer is not None and not writer.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(writer), timeout=2)
+            except TimeoutError:
+                writer.cancel()
+        try:
+            await asyncio.wait_for(
+                self._ws.close(code=self._close_code, message=self._close_reason.encode()), timeout=5
+            )
+        except TimeoutError:
+            if self._transport is not None:
+                self._transport.abort()
 
     async def run(self) -> None:
         self._metrics.connections.inc()
         self._log.info("ws_connected", encoding=self.codec.name)
-        writer = asyncio.create_task(self._writer(), name=f"ws-writer-{self.conn_id}")
+        writer = self._writer_task = asyncio.create_task(self._writer(), name=f"ws-writer-{self.conn_id}")
         heartbeat = asyncio.create_task(self._heartbeat(), name=f"ws-heartbeat-{self.conn_id}")
         try:
             self.send(
@@ -158,8 +183,10 @@ class Connection:
             heartbeat.cancel()
             for board_id in list(self._boards):
                 self._leave_quietly(board_id)
+            if self._closer is not None:
+                await self._closer
             try:
-                await asyncio.wait_for(writer, timeout=5)
+                await asyncio.wait_for(writer, timeout=2)
             except (TimeoutError, asyncio.CancelledError):
                 writer.cancel()
             if not self._ws.closed:
@@ -184,11 +211,9 @@ class Connection:
                     await ws.send_frame(data, opcode)
                     self._frames_out.inc()
                 if self.state is not ConnState.OPEN:
-                    if not ws.closed:
-                        await ws.close(code=self._close_code, message=self._close_reason.encode())
                     return
         except ConnectionError:
-            self._begin_close(1006, "connection lost")
+            self._begin_close(1011, "connection lost")
 
     async def _heartbeat(self) -> None:
         interval = self._settings.heartbeat_s
