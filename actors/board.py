@@ -25,7 +25,7 @@ from actors.state import BoardState
 from protocol import commands as c
 from protocol.codec import Codec
 from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
-from protocol.messages import Ack, ErrorMsg, EventMsg, Joined, ServerMessage
+from protocol.messages import Ack, EventMsg, Joined, ServerMessage
 from protocol.model import Card, Column
 from storage import BoardRepo, StoredEvent
 
@@ -33,6 +33,7 @@ log = structlog.get_logger(__name__)
 
 _EVENT_JSON = msgspec.json.Encoder()
 _EVENT_DECODER: msgspec.json.Decoder[c.Event] = msgspec.json.Decoder(c.Event)
+_FINGERPRINT = msgspec.msgpack.Encoder()
 
 
 class Subscriber(Protocol):
@@ -145,7 +146,9 @@ class BoardActor(Actor):
         self._settings = settings
         self._state: BoardState | None = None
         self._recent: deque[EventMsg] = deque(maxlen=settings.recent_events)
-        self._requests: OrderedDict[tuple[uuid.UUID, str], int] = OrderedDict()
+        # (author, rid) -> (seq, fingerprint of the command); the fingerprint is unknown (None)
+        # for requests loaded from the event log after a restart.
+        self._requests: OrderedDict[tuple[uuid.UUID, str], tuple[int, int | None]] = OrderedDict()
         self._subs: dict[str, Subscriber] = {}
         self._presence = Presence(board_id)
         self._presence_timer: asyncio.TimerHandle | None = None
@@ -160,7 +163,7 @@ class BoardActor(Actor):
             raise not_found("board", self.board_id)
         self._state = BoardState(loaded)
         self._recent.clear()
-        self._requests = OrderedDict(((a, r), s) for a, r, s in loaded.recent_requests)
+        self._requests = OrderedDict(((a, r), (s, None)) for a, r, s in loaded.recent_requests)
         self._log.info("board_activated", seq=loaded.seq)
 
     async def on_restart(self) -> None:
@@ -203,12 +206,23 @@ class BoardActor(Actor):
         if self._deleted:
             self._reply_error(env, msg, not_found("board", self.board_id))
             return
+        fingerprint = None
         if msg.rid is not None:
+            fingerprint = hash(_FINGERPRINT.encode(msg.cmd))
             seen = self._requests.get((msg.author, msg.rid))
             if seen is not None:
-                original = self._recent_event(seen)
+                seq, known = seen
+                if known is not None and known != fingerprint:
+                    err = BoardcastError(
+                        ErrorCode.CONFLICT,
+                        "this request id was already used for a different command",
+                        {"seq": seq},
+                    )
+                    self._reply_error(env, msg, err)
+                    return
+                original = self._recent_event(seq)
                 entity = st.entity_after(original.event) if original and env.reply else None
-                pending.append(_Pending(env, msg, seen, None, entity))
+                pending.append(_Pending(env, msg, seq, None, entity))
                 return
         try:
             event = st.apply(msg.cmd)
@@ -218,7 +232,7 @@ class BoardActor(Actor):
             return
         st.seq += 1
         if msg.rid is not None:
-            self._remember(msg.author, msg.rid, st.seq)
+            self._remember(msg.author, msg.rid, st.seq, fingerprint)
         em = EventMsg(
             board_id=self.board_id,
             seq=st.seq,
@@ -291,16 +305,8 @@ class BoardActor(Actor):
             sub.send_encoded(data)
 
     def _reply_error(self, env: Envelope, msg: Execute, err: BoardcastError) -> None:
-        if msg.origin is not None:
-            msg.origin.send(
-                ErrorMsg(
-                    code=err.code,
-                    message=err.message,
-                    rid=msg.rid,
-                    board_id=self.board_id,
-                    details=err.details,
-                )
-            )
+        # The sender's future carries the error; a WebSocket connection turns it into an
+        # error frame naming the rid (so do crashes and stops, which fail the same future).
         env.fail(err)
 
     def _recent_event(self, seq: int) -> EventMsg | None:
@@ -308,8 +314,8 @@ class BoardActor(Actor):
             return self._recent[seq - self._recent[0].seq]
         return None
 
-    def _remember(self, author: uuid.UUID, rid: str, seq: int) -> None:
-        self._requests[(author, rid)] = seq
+    def _remember(self, author: uuid.UUID, rid: str, seq: int, fingerprint: int | None) -> None:
+        self._requests[(author, rid)] = (seq, fingerprint)
         if len(self._requests) > self._settings.remembered_requests:
             self._requests.popitem(last=False)
 

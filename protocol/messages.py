@@ -82,7 +82,7 @@ class Welcome(_Out, tag="welcome"):
     user_id: uuid.UUID
     heartbeat_s: float
     max_frame_bytes: int
-    protocol: str = "boardcast.v1"
+    protocol: str
 
 
 class Joined(_Out, tag="joined"):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from protocol import commands
 from protocol.errors import BoardcastError, ErrorCode, not_found
 from storage import BoardRepo
 
@@ -47,6 +48,11 @@ _ALLOWED: dict[str, frozenset[Action]] = {
 def resolve_user(request: web.Request) -> User:
     """The caller of a request: the development user until identity lands."""
     return DEV_USER
+
+
+def action_for(cmd: commands.Command) -> Action:
+    """What a board command needs: board settings are admin work, the rest is writing."""
+    return Action.ADMIN if isinstance(cmd, commands.UpdateBoard) else Action.WRITE
 
 
 def role_allows(role: str, action: Action) -> bool:

@@ -18,10 +18,10 @@ from actors import BoardRegistry, BoardSettings, Metrics, make_board_factory
 from protocol.errors import HTTP_STATUS, BoardcastError, CloseCode, ErrorCode
 from server.access import DEV_USER, resolve_user
 from server.config import Settings
-from server.keys import METRICS, POOL, REDIS, REGISTRY, REPO, SETTINGS, SOCKETS
+from server.keys import HEARTBEATS, METRICS, POOL, REDIS, REGISTRY, REPO, SETTINGS, SOCKETS
 from server.openapi import build_openapi
 from server.rest import ROUTES, ErrorBody, ErrorDetail, json_response
-from server.ws import Connection, negotiate
+from server.ws import Connection, Heartbeats, negotiate
 from storage import BoardRepo, create_pool, migrate
 
 VERSION = "0.1.0"
@@ -83,7 +83,9 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         )
         return ws
     app[SOCKETS].add(ws)
-    conn = Connection(ws, request.transport, codec, user, app[REGISTRY], app[REPO], app[METRICS], settings)
+    conn = Connection(
+        ws, request.transport, codec, user, app[REGISTRY], app[REPO], app[METRICS], settings, app[HEARTBEATS]
+    )
     await conn.run()
     return ws
 
@@ -149,7 +151,10 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
     )
     registry = BoardRegistry(make_board_factory(app[REPO], app[METRICS], board), app[METRICS])
     app[REGISTRY] = registry
+    heartbeats = app[HEARTBEATS] = Heartbeats(s.heartbeat_s)
+    heartbeats.start()
     yield
+    await heartbeats.stop()
     await registry.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from typing import TYPE_CHECKING
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -12,10 +13,14 @@ from actors import BoardRegistry, Metrics
 from server.config import Settings
 from storage import BoardRepo
 
+if TYPE_CHECKING:
+    from server.ws import Heartbeats
+
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", aioredis.Redis)
 REPO = web.AppKey("repo", BoardRepo)
 REGISTRY = web.AppKey("registry", BoardRegistry)
+HEARTBEATS: web.AppKey[Heartbeats] = web.AppKey("heartbeats")
 SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")

@@ -10,7 +10,9 @@ resumes from its last seq.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+import functools
 import itertools
 import os
 import time
@@ -45,7 +47,7 @@ from protocol.messages import (
     SetPresence,
     Welcome,
 )
-from server.access import Action, User, authorize, role_allows
+from server.access import Action, User, action_for, authorize, role_allows
 from server.config import Settings
 from storage import BoardRepo
 
@@ -77,6 +79,7 @@ class Connection:
         repo: BoardRepo,
         metrics: Metrics,
         settings: Settings,
+        heartbeats: Heartbeats,
     ) -> None:
         self.conn_id = f"{_NODE}-{next(_conn_counter)}"
         self.user_id = user.id
@@ -87,6 +90,8 @@ class Connection:
         self._transport = transport
         self._writer_task: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
+        self._ping_task: asyncio.Task[None] | None = None
+        self._heartbeats = heartbeats
         self._user = user
         self._registry = registry
         self._repo = repo
@@ -165,7 +170,7 @@ class Connection:
         self._metrics.connections.inc()
         self._log.info("ws_connected", encoding=self.codec.name)
         writer = self._writer_task = asyncio.create_task(self._writer(), name=f"ws-writer-{self.conn_id}")
-        heartbeat = asyncio.create_task(self._heartbeat(), name=f"ws-heartbeat-{self.conn_id}")
+        self._heartbeats.add(self)
         try:
             self.send(
                 Welcome(
@@ -173,6 +178,7 @@ class Connection:
                     user_id=self.user_id,
                     heartbeat_s=self._settings.heartbeat_s,
                     max_frame_bytes=self._settings.max_frame_bytes,
+                    protocol="boardcast.v1",
                 )
             )
             await self._reader()
@@ -180,7 +186,7 @@ class Connection:
             if self.state is ConnState.OPEN:
                 self._transition(ConnState.OPEN, ConnState.CLOSING)
             self._out_ready.set()
-            heartbeat.cancel()
+            self._heartbeats.discard(self)
             for board_id in list(self._boards):
                 self._leave_quietly(board_id)
             if self._closer is not None:
@@ -215,18 +221,23 @@ class Connection:
         except ConnectionError:
             self._begin_close(1011, "connection lost")
 
-    async def _heartbeat(self) -> None:
-        interval = self._settings.heartbeat_s
-        while self.state is ConnState.OPEN:
-            await asyncio.sleep(interval)
-            if time.monotonic() - self._last_seen > self._settings.idle_timeout_s:
-                self._metrics.ws_closed.labels(reason="idle_timeout").inc()
-                self._begin_close(CloseCode.IDLE_TIMEOUT, "idle timeout: no frame or pong")
-                return
-            try:
-                await self._ws.ping()
-            except ConnectionError:
-                return
+    def beat(self, now: float) -> None:
+        """Called by :class:`Heartbeats`: close if silent too long, else ping."""
+        if self.state is not ConnState.OPEN:
+            return
+        if now - self._last_seen > self._settings.idle_timeout_s:
+            self._metrics.ws_closed.labels(reason="idle_timeout").inc()
+            self._begin_close(CloseCode.IDLE_TIMEOUT, "idle timeout: no frame or pong")
+            return
+        if not self._ws.closed:
+            # Queued on the transport without waiting: a stuck peer cannot stall the sweep.
+            self._ping_task = asyncio.get_running_loop().create_task(self._ping())
+
+    async def _ping(self) -> None:
+        try:
+            await self._ws.ping()
+        except (ConnectionError, RuntimeError):
+            pass
 
     async def _reader(self) -> None:
         ws = self._ws
@@ -275,8 +286,9 @@ class Connection:
         role = self._boards.get(msg.board_id)
         if role is None:
             raise BoardcastError(ErrorCode.NOT_JOINED, "join the board before sending commands")
-        if not role_allows(role, Action.WRITE):
-            raise BoardcastError(ErrorCode.FORBIDDEN, f"a {role} may not change this board")
+        action = action_for(msg.op)
+        if not role_allows(role, action):
+            raise BoardcastError(ErrorCode.FORBIDDEN, f"a {role} may not {action.value} this board")
         if self._inflight >= MAX_INFLIGHT:
             # Back-pressure: stop reading this socket until the board answers some commands.
             self._inflight_free.clear()
@@ -286,15 +298,19 @@ class Connection:
             Execute(author=self.user_id, rid=msg.rid, cmd=msg.op, origin=self, received=time.perf_counter()),
         )
         self._inflight += 1
-        fut.add_done_callback(self._command_done)
+        fut.add_done_callback(functools.partial(self._command_done, msg.rid, msg.board_id))
 
-    def _command_done(self, fut: asyncio.Future[Any]) -> None:
+    def _command_done(self, rid: str, board_id: uuid.UUID, fut: asyncio.Future[Any]) -> None:
+        # The ack was already pushed by the actor, ahead of the event; failures arrive here.
         self._inflight -= 1
         self._inflight_free.set()
-        if not fut.cancelled():
-            exc = fut.exception()  # the actor already sent the error frame for known errors
-            if exc is not None and not isinstance(exc, BoardcastError):
-                self._log.error("command_failed", error=repr(exc))
+        exc = None if fut.cancelled() else fut.exception()
+        if exc is None:
+            return
+        if not isinstance(exc, BoardcastError):
+            self._log.error("command_failed", error=repr(exc))
+            exc = BoardcastError(ErrorCode.INTERNAL, "internal error")
+        self._send_error(exc, rid, board_id)
 
     def _presence(self, msg: SetPresence) -> None:
         if msg.board_id not in self._boards:
@@ -354,9 +370,47 @@ class Connection:
         self.send(ErrorMsg(code=e.code, message=e.message, rid=rid, board_id=board_id, details=e.details))
 
 
+class Heartbeats:
+    """One task pings every connection each interval, instead of a task per connection
+    (an idle connection should cost as little memory as possible)."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._conns: set[Connection] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, conn: Connection) -> None:
+        self._conns.add(conn)
+
+    def discard(self, conn: Connection) -> None:
+        self._conns.discard(conn)
+
+    def __len__(self) -> int:
+        return len(self._conns)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="ws-heartbeats")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            now = time.monotonic()
+            for conn in list(self._conns):
+                conn.beat(now)
+
+
 async def negotiate(request: web.Request, settings: Settings) -> tuple[web.WebSocketResponse, Codec | None]:
+    # MessagePack is the default when a client offers both (aiohttp would take the client's order).
+    offered = {p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")}
+    preferred = [p for p in SUBPROTOCOLS if p in offered]
     ws = web.WebSocketResponse(
-        protocols=SUBPROTOCOLS,
+        protocols=preferred[:1] or SUBPROTOCOLS,
         max_msg_size=settings.max_frame_bytes,
         autoping=False,  # pongs are read by the connection: they prove it is alive
         heartbeat=None,
