@@ -40,6 +40,11 @@ class Codec:
     def decode(self, data: bytes | str) -> ClientMessage:
         """Decode one client frame, raising :class:`BoardcastError` with the frame's
         request id when it is malformed or invalid."""
+        if self.binary and isinstance(data, str):
+            # A text frame on a MessagePack connection: msgspec's msgpack decoder takes only
+            # bytes (a str raises TypeError, which would end the connection), so decode its
+            # UTF-8 bytes like any other frame.
+            data = data.encode()
         try:
             return self._decoder.decode(data)  # type: ignore[no-any-return]
         except msgspec.ValidationError as e:

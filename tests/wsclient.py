@@ -132,3 +132,39 @@ class WsClient:
             await self._task
         except asyncio.CancelledError:
             pass
+
+    # ------------------------------------------------------------------ pipelining helpers
+
+    async def send_cmd(self, board_id: str, op: dict[str, Any], rid: str | None = None) -> str:
+        """Send a command without waiting for its answer; returns its rid."""
+        rid = rid or new_rid()
+        await self.send({"type": "cmd", "rid": rid, "board_id": board_id, "op": op})
+        return rid
+
+    async def wait_until(
+        self, pred: Callable[[list[dict[str, Any]]], bool], timeout: float = 20, what: str = "condition"
+    ) -> None:
+        """Wait until ``pred(self.log)`` holds; fails if the socket closes first."""
+        async with asyncio.timeout(timeout):
+            while not pred(self.log):
+                if self.closed.is_set():
+                    raise ConnectionError(f"socket closed while waiting for {what}")
+                self._arrived.clear()
+                await self._arrived.wait()
+
+    def answers(self, rid: str) -> list[dict[str, Any]]:
+        """Every ack or error received for this rid."""
+        return [m for m in self.log if m.get("rid") == rid and m.get("type") in ("ack", "error")]
+
+    async def wait_answers(self, rids: list[str], timeout: float = 30) -> dict[str, dict[str, Any]]:
+        """Wait for an ack or error naming each rid; returns the first answer per rid."""
+        await self.wait_until(
+            lambda _: all(self.answers(r) for r in rids), timeout, f"answers to {len(rids)} requests"
+        )
+        return {r: self.answers(r)[0] for r in rids}
+
+    async def ping(self, timeout: float = 10) -> dict[str, Any]:
+        """A round trip: every frame the server queued for us before the pong has arrived."""
+        pong = await self.request({"type": "ping", "rid": new_rid()}, timeout)
+        assert pong["type"] == "pong", pong
+        return pong
