@@ -148,10 +148,6 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
         recent_events=s.recent_events,
         max_resume_events=s.max_resume_events,
         idle_passivate_s=s.passivate_s,
-        # One group commit puts an ack and an event per command into a sender's outbound
-        # queue at once, before any writer can run: keep that under half the queue, or a
-        # burst of pipelined commands closes healthy connections as slow consumers.
-        max_batch=max(1, min(BoardSettings().max_batch, s.outbound_queue // 4)),
     )
     registry = BoardRegistry(make_board_factory(app[REPO], app[METRICS], board), app[METRICS])
     app[REGISTRY] = registry

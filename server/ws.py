@@ -91,6 +91,7 @@ class Connection:
         self._writer_task: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._ping_task: asyncio.Task[None] | None = None
+        self._sending = False  # the writer is waiting for the socket to take a frame
         self._heartbeats = heartbeats
         self._user = user
         self._registry = registry
@@ -119,7 +120,10 @@ class Connection:
     def send_encoded(self, data: bytes) -> None:
         if self.state is not ConnState.OPEN:
             return
-        if len(self._out) >= self._settings.outbound_queue:
+        # Only a socket that is not draining makes a slow consumer: a writer that is idle will
+        # take everything queued (one group commit can queue hundreds of messages at once)
+        # as soon as it runs, joined into a single frame.
+        if self._sending and len(self._out) >= self._settings.outbound_queue:
             self._metrics.ws_closed.labels(reason="slow_consumer").inc()
             self._log.warning("slow_consumer", queued=len(self._out))
             self._out.clear()
@@ -214,7 +218,9 @@ class Connection:
                         data = self._out.popleft()
                     else:
                         data = codec.batch([self._out.popleft() for _ in range(n)])
+                    self._sending = True
                     await ws.send_frame(data, opcode)
+                    self._sending = False
                     self._frames_out.inc()
                 if self.state is not ConnState.OPEN:
                     return
