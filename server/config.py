@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -47,8 +48,9 @@ class Settings:
 def _positive(kind: Callable[[str], T]) -> Callable[[str], T]:
     def parse(raw: str) -> T:
         value = kind(raw)
-        if value <= 0:  # type: ignore[operator]
-            raise ValueError("must be greater than 0")
+        # `not 0 < value < inf` also refuses "nan" and "inf", which float() accepts
+        if not 0 < value < math.inf:  # type: ignore[operator]
+            raise ValueError("must be a finite number greater than 0")
         return value
 
     return parse
@@ -63,7 +65,7 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
-def _port(raw: str) -> int:
+def parse_port(raw: str) -> int:
     value = int(raw)
     if not 0 <= value <= 65535:
         raise ValueError("must be a port number 0-65535")
@@ -82,7 +84,7 @@ def _url(*schemes: str) -> Callable[[str], str]:
 _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "BOARDCAST_ENV": ("env", _choice("development", "production")),
     "BOARDCAST_HOST": ("host", str),
-    "BOARDCAST_PORT": ("port", _port),
+    "BOARDCAST_PORT": ("port", parse_port),
     "DATABASE_URL": ("database_url", _url("postgresql", "postgres")),
     "REDIS_URL": ("redis_url", _url("redis", "rediss", "unix")),
     "BOARDCAST_DATA_DIR": ("data_dir", Path),

@@ -6,6 +6,7 @@ Routes are declared once in ``ROUTES`` with their body and response types; the r
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -151,7 +152,7 @@ async def _execute(
         raise bad_request("Idempotency-Key must be 1-64 characters")
     user = resolve_user(request)
     result: CommandResult = await cx.registry.ask(
-        board_id, Execute(author=user.id, rid=rid, cmd=cmd), cx.timeout_s
+        board_id, Execute(author=user.id, rid=rid, cmd=cmd, received=time.perf_counter()), cx.timeout_s
     )
     return result, board_id, cx
 

@@ -1,0 +1,198 @@
+"""/health reports its dependencies and live counts; /metrics is Prometheus text whose values
+move with what the server does."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import create_board, create_column
+
+UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
+
+EXPECTED_FAMILIES = {
+    # family name as the parser reports it -> type
+    "boardcast_ws_connections": "gauge",
+    "boardcast_ws_frames_in": "counter",
+    "boardcast_ws_frames_out": "counter",
+    "boardcast_commands": "counter",
+    "boardcast_command_latency_seconds": "histogram",
+    "boardcast_commit_batch_size": "histogram",
+    "boardcast_commit_latency_seconds": "histogram",
+    "boardcast_mailbox_depth": "histogram",
+    "boardcast_active_boards": "gauge",
+}
+
+
+async def health(http: aiohttp.ClientSession, base: str) -> tuple[int, dict[str, Any]]:
+    async with http.get(f"{base}/health") as r:
+        assert r.content_type == "application/json"
+        return r.status, await r.json()
+
+
+async def scrape(
+    http: aiohttp.ClientSession, base: str
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of /metrics keyed by (sample name, sorted labels)."""
+    async with http.get(f"{base}/metrics") as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/plain")
+        text = await r.text()
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10) -> None:
+    """Wait for a condition the server reaches on its own after the client is done (a socket's
+    teardown, an actor stopping): re-checked after each round trip to the server (no sleeps),
+    bounded by a deadline."""
+    async with asyncio.timeout(timeout):
+        while not await check():
+            pass
+
+
+# ------------------------------------------------------------------ /health
+
+
+async def test_health_is_200_with_every_dependency_up(http, server, connect):
+    status, body = await health(http, server.base)
+    assert status == 200, body
+    assert body["status"] == "ok"
+    assert body["postgres"]["ok"] is True and body["redis"]["ok"] is True
+    assert body["postgres"]["latency_ms"] >= 0 and body["redis"]["latency_ms"] >= 0
+    assert body["boards_active"] == 0 and body["connections"] == 0
+
+    board = await create_board(http, server.base)
+    client = await connect("json")
+    await client.join(board["id"])
+    status, body = await health(http, server.base)
+    assert status == 200
+    assert body["boards_active"] == 1
+    assert body["connections"] == 1
+
+    await client.close()
+
+    async def no_connections() -> bool:
+        return (await health(http, server.base))[1]["connections"] == 0
+
+    await eventually(no_connections)
+
+
+async def test_health_is_503_when_redis_is_unreachable_and_rest_still_works(http, start_server):
+    srv = await start_server(redis_url=UNREACHABLE_REDIS)
+    status, body = await health(http, srv.base)
+    assert status == 503, body
+    assert body["status"] != "ok"
+    assert body["redis"]["ok"] is False and body["redis"]["error"]
+    assert body["postgres"]["ok"] is True
+    assert body["boards_active"] == 0 and body["connections"] == 0
+
+    board = await create_board(http, srv.base, "without redis")
+    col = await create_column(http, srv.base, board["id"])
+    async with http.get(f"{srv.base}/api/v1/boards/{board['id']}") as r:
+        assert r.status == 200
+        assert [c["id"] for c in (await r.json())["columns"]] == [col["id"]]
+
+
+# ------------------------------------------------------------------ /metrics
+
+
+async def test_metrics_exposes_every_family_with_its_type(http, server):
+    async with http.get(f"{server.base}/metrics") as r:
+        assert r.status == 200
+        text = await r.text()
+    families = {f.name: f.type for f in text_string_to_metric_families(text)}
+    for name, kind in EXPECTED_FAMILIES.items():
+        assert families.get(name) == kind, (name, families.get(name))
+    samples = await scrape(http, server.base)
+    assert value(samples, "boardcast_ws_connections") == 0
+    assert value(samples, "boardcast_active_boards") == 0
+
+
+async def test_connection_gauge_and_frame_counters_follow_a_websocket(http, server, connect):
+    base = server.base
+    before = await scrape(http, base)
+    assert value(before, "boardcast_ws_connections") == 0
+
+    client = await connect("json")
+    board = await create_board(http, base)
+    await client.join(board["id"])
+    during = await scrape(http, base)
+    assert value(during, "boardcast_ws_connections") == 1
+    # welcome and joined went out; the join came in
+    assert value(during, "boardcast_ws_frames_in_total", encoding="json") == 1
+    assert value(during, "boardcast_ws_frames_out_total", encoding="json") >= 2
+    assert value(during, "boardcast_ws_frames_in_total", encoding="msgpack") == 0
+
+    await client.cmd(board["id"], {"op": "column.create", "title": "x"})
+    after_cmd = await scrape(http, base)
+    assert value(after_cmd, "boardcast_ws_frames_in_total", encoding="json") == 2
+    assert value(after_cmd, "boardcast_ws_frames_out_total", encoding="json") > value(
+        during, "boardcast_ws_frames_out_total", encoding="json"
+    )
+
+    await client.close()
+
+    async def closed() -> bool:
+        return value(await scrape(http, base), "boardcast_ws_connections") == 0
+
+    await eventually(closed)
+
+
+async def test_command_counters_and_histograms_move(http, server, connect):
+    base = server.base
+    board = await create_board(http, base)
+    before = await scrape(http, base)
+    assert value(before, "boardcast_active_boards") == 0
+
+    client = await connect("msgpack")
+    await client.join(board["id"])
+    ack = await client.cmd(board["id"], {"op": "column.create", "title": "ws"})
+    assert ack["type"] == "ack"
+    err = await client.cmd(board["id"], {"op": "column.update", "column_id": board["id"], "title": "t"})
+    assert err["type"] == "error" and err["code"] == "not_found"
+    await create_column(http, base, board["id"], "rest")
+
+    after = await scrape(http, base)
+    ok = value(after, "boardcast_commands_total", op="column.create", outcome="ok")
+    assert ok - value(before, "boardcast_commands_total", op="column.create", outcome="ok") == 2
+    refused = value(after, "boardcast_commands_total", op="column.update", outcome="not_found")
+    assert refused == 1
+    assert value(after, "boardcast_active_boards") == 1
+    for hist, moved_by in [
+        ("boardcast_command_latency_seconds", 2),  # both accepted commands, REST and WebSocket
+        ("boardcast_commit_batch_size", 2),
+        ("boardcast_commit_latency_seconds", 2),
+    ]:
+        count = value(after, f"{hist}_count") - value(before, f"{hist}_count")
+        assert count == moved_by, (hist, count)
+        assert value(after, f"{hist}_sum") > value(before, f"{hist}_sum")
+    assert (
+        value(after, "boardcast_commit_batch_size_sum") - value(before, "boardcast_commit_batch_size_sum")
+        == 2
+    )
+    assert value(after, "boardcast_mailbox_depth_count") > value(before, "boardcast_mailbox_depth_count")
+    # the +Inf bucket holds every observation
+    assert value(after, "boardcast_commit_latency_seconds_bucket", le="+Inf") == value(
+        after, "boardcast_commit_latency_seconds_count"
+    )
+
+    # deleting the board stops its actor: the gauge goes back down
+    async with http.delete(f"{base}/api/v1/boards/{board['id']}") as r:
+        assert r.status == 204
+
+    async def no_boards() -> bool:
+        return value(await scrape(http, base), "boardcast_active_boards") == 0
+
+    await eventually(no_boards)
