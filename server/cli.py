@@ -15,7 +15,7 @@ import structlog
 import uvloop
 from aiohttp import web
 
-from server.config import ConfigError, Settings, parse_port, load_settings
+from server.config import ConfigError, Settings, load_settings, parse_port
 from server.embedded import embedded_postgres, embedded_redis
 from server.logging import configure_logging
 
