@@ -166,6 +166,7 @@ class Actor:
                 batch = [self._mailbox.popleft() for _ in range(n)]
                 try:
                     await self.handle(batch)
+                    restarts = 0  # the limit is on consecutive crashes
                 except Exception as e:
                     log.exception("actor_crashed", actor=self.name)
                     err = BoardcastError(ErrorCode.INTERNAL, "internal error; nothing was applied")

@@ -1,0 +1,90 @@
+"""Actor and connection lifecycles: passivation, supervision after a crash, heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from actors.state import BoardState
+from tests.conftest import create_board, create_column
+from tests.wsclient import WsClient
+
+
+async def _health(http: aiohttp.ClientSession, base: str) -> dict:
+    async with http.get(f"{base}/health") as r:
+        return await r.json()
+
+
+async def test_an_idle_board_without_viewers_is_passivated_and_reactivates(http, start_server):
+    srv = await start_server(passivate_s=0.3)
+    board = await create_board(http, srv.base)
+    col = await create_column(http, srv.base, board["id"])
+    assert (await _health(http, srv.base))["boards_active"] == 1
+    async with asyncio.timeout(10):
+        while (await _health(http, srv.base))["boards_active"] != 0:
+            await asyncio.sleep(0.1)  # waiting on a timer in another task; bounded above
+    # Reactivated from Postgres on the next use, with its state intact.
+    async with http.get(f"{srv.base}/api/v1/boards/{board['id']}") as r:
+        snap = await r.json()
+    assert [c["id"] for c in snap["columns"]] == [col["id"]] and snap["seq"] == 1
+
+
+async def test_a_board_with_a_viewer_is_not_passivated(http, start_server):
+    srv = await start_server(passivate_s=0.2)
+    board = await create_board(http, srv.base)
+    viewer = await WsClient.connect(http, srv.ws_url)
+    try:
+        await viewer.join(board["id"])
+        await asyncio.sleep(0.8)  # four passivation periods
+        assert (await _health(http, srv.base))["boards_active"] == 1
+        pong = await viewer.request({"type": "ping"})
+        assert pong["type"] == "pong"
+    finally:
+        await viewer.close()
+
+
+async def test_a_crashing_command_fails_alone_and_the_board_carries_on(http, server, connect, monkeypatch):
+    board = await create_board(http, server.base)
+    col = await create_column(http, server.base, board["id"])
+    original = BoardState.apply
+
+    def apply(self, cmd):  # a bug that only some commands hit
+        if getattr(cmd, "title", None) == "crash":
+            raise RuntimeError("simulated bug")
+        return original(self, cmd)
+
+    monkeypatch.setattr(BoardState, "apply", apply)
+    a = await connect()
+    b = await connect("json")
+    await a.join(board["id"])
+    await b.join(board["id"])
+    err = await a.cmd(board["id"], {"op": "card.create", "column_id": col["id"], "title": "crash"})
+    assert err["type"] == "error" and err["code"] == "internal"
+    ok = await a.cmd(board["id"], {"op": "card.create", "column_id": col["id"], "title": "fine"})
+    assert ok["type"] == "ack" and ok["seq"] == 2
+    evs = await b.wait_seq(board["id"], 2)
+    assert [e["seq"] for e in evs] == [2] and evs[0]["event"]["card"]["title"] == "fine"
+    async with http.get(f"{server.base}/api/v1/boards/{board['id']}") as r:
+        snap = await r.json()
+    assert [c["title"] for c in snap["cards"]] == ["fine"]
+
+
+async def test_a_connection_that_answers_no_ping_is_closed_with_4001(http, start_server):
+    srv = await start_server(heartbeat_s=0.2, idle_timeout_s=0.5)
+    board = await create_board(http, srv.base)
+    # autoping=False: this client never answers the server's pings.
+    silent = await WsClient.connect(http, srv.ws_url, autoping=False)
+    alive = await WsClient.connect(http, srv.ws_url)
+    try:
+        await silent.join(board["id"])
+        await alive.join(board["id"])
+        async with asyncio.timeout(10):
+            await silent.closed.wait()
+        assert silent.ws.close_code == 4001
+        # The responsive client outlived several idle timeouts and still works.
+        await asyncio.sleep(1.0)
+        assert (await alive.request({"type": "ping"}))["type"] == "pong"
+    finally:
+        await silent.close()
+        await alive.close()
