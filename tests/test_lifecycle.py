@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import aiohttp
 
 from actors.state import BoardState
+from server.keys import REGISTRY
 from tests.conftest import create_board, create_column
 from tests.wsclient import WsClient
 
@@ -21,9 +23,11 @@ async def test_an_idle_board_without_viewers_is_passivated_and_reactivates(http,
     board = await create_board(http, srv.base)
     col = await create_column(http, srv.base, board["id"])
     assert (await _health(http, srv.base))["boards_active"] == 1
+    stopped = asyncio.Event()
+    srv.app[REGISTRY].get(uuid.UUID(board["id"])).on_stopped(lambda _actor: stopped.set())
     async with asyncio.timeout(10):
-        while (await _health(http, srv.base))["boards_active"] != 0:
-            await asyncio.sleep(0.1)  # waiting on a timer in another task; bounded above
+        await stopped.wait()
+    assert (await _health(http, srv.base))["boards_active"] == 0
     # Reactivated from Postgres on the next use, with its state intact.
     async with http.get(f"{srv.base}/api/v1/boards/{board['id']}") as r:
         snap = await r.json()
