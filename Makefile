@@ -35,7 +35,7 @@ test: lint typecheck
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 bench: install
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .boardcast-data .mypy_cache .ruff_cache .pytest_cache

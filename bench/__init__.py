@@ -1,0 +1,1 @@
+"""Load generator for Boardcast: ``python -m bench`` (see bench/README.md)."""

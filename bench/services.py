@@ -1,0 +1,378 @@
+"""What the bench starts and must stop: its database, server processes and load workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import psutil
+
+from bench.common import free_port
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class BenchError(Exception):
+    pass
+
+
+# ------------------------------------------------------------------ database
+
+
+def with_db(url: str, dbname: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
+
+
+async def create_database(admin_url: str) -> tuple[str, str]:
+    """A fresh database ``boardcast_bench_<random>``; returns (name, url)."""
+    import asyncpg
+
+    name = f"boardcast_bench_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = with_db(admin_url, name)
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            """CREATE TABLE bench_single_insert (
+                   id bigserial PRIMARY KEY, board_id uuid NOT NULL, seq bigint NOT NULL,
+                   body jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"""
+        )
+    finally:
+        await conn.close()
+    return name, url
+
+
+async def drop_database(admin_url: str, name: str) -> None:
+    import asyncpg
+
+    assert name.startswith("boardcast_bench_"), name  # only ever the one this run created
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def postgres_version(url: str) -> str:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        return str(await conn.fetchval("SHOW server_version"))
+    finally:
+        await conn.close()
+
+
+# ------------------------------------------------------------------ server processes
+
+
+class ServerProcess:
+    """``boardcast serve`` or the baseline server, on a free 127.0.0.1 port."""
+
+    def __init__(self, kind: str, log_path: Path) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
+        self.log_path = log_path
+        self.proc: asyncio.subprocess.Process | None = None
+        self._log_offset = 0
+        self._ps: psutil.Process | None = None
+
+    async def start(self, env: dict[str, str], outbound_queue: int) -> None:
+        log = self.log_path.open("ab")
+        try:
+            if self.kind == "boardcast":
+                exe = Path(sys.executable).parent / "boardcast"
+                cmd = [str(exe), "serve"] if exe.exists() else [sys.executable, "-m", "server.cli", "serve"]
+                full_env = {
+                    **env,
+                    "BOARDCAST_PORT": str(self.port),
+                    "BOARDCAST_HOST": "127.0.0.1",
+                    "BOARDCAST_LOG_LEVEL": "warning",
+                    "BOARDCAST_LOG_FORMAT": "json",
+                    "BOARDCAST_OUTBOUND_QUEUE": str(outbound_queue),
+                }
+            else:
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "bench.baseline_server",
+                    "--port",
+                    str(self.port),
+                    "--outbound-queue",
+                    str(outbound_queue),
+                ]
+                full_env = dict(env)
+            self.proc = await asyncio.create_subprocess_exec(
+                *cmd,
+                env=full_env,
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # a Ctrl-C reaches the bench, which stops this in order
+            )
+        finally:
+            log.close()
+        self._ps = psutil.Process(self.proc.pid)
+        await self._wait_healthy(timeout=60)
+
+    async def _wait_healthy(self, timeout: float) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as s:
+            while time.monotonic() < deadline:
+                if self.proc.returncode is not None:
+                    raise BenchError(
+                        f"{self.kind} server exited with {self.proc.returncode}: {self.log_tail()}"
+                    )
+                with contextlib.suppress(aiohttp.ClientError, OSError):
+                    async with s.get(f"{self.base}/health", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                        if r.status == 200:
+                            return
+                await asyncio.sleep(0.1)
+        raise BenchError(f"{self.kind} server not healthy after {timeout}s: {self.log_tail()}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    def rss(self) -> int:
+        assert self._ps is not None
+        return int(self._ps.memory_info().rss)
+
+    def cpu_seconds(self) -> float:
+        assert self._ps is not None
+        t = self._ps.cpu_times()
+        return float(t.user + t.system)
+
+    async def health(self) -> dict[str, Any]:
+        async with aiohttp.ClientSession() as s, s.get(f"{self.base}/health") as r:
+            body: dict[str, Any] = await r.json()
+            return body
+
+    async def metrics(self) -> dict[str, float]:
+        """Boardcast's Prometheus samples as {"name{labels}": value} (empty for the baseline)."""
+        if self.kind != "boardcast":
+            return {}
+        from prometheus_client.parser import text_string_to_metric_families
+
+        async with aiohttp.ClientSession() as s, s.get(f"{self.base}/metrics") as r:
+            text = await r.text()
+        out: dict[str, float] = {}
+        for fam in text_string_to_metric_families(text):
+            for sample in fam.samples:
+                if sample.name.endswith("_created") or sample.name.endswith("_bucket"):
+                    continue
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                out[f"{sample.name}{{{labels}}}" if labels else sample.name] = float(sample.value)
+        return out
+
+    def log_tail(self, n: int = 15) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+    def new_log_lines(self) -> list[str]:
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(self._log_offset)
+                data = f.read()
+                self._log_offset = f.tell()
+        except OSError:
+            return []
+        return data.decode(errors="replace").splitlines()
+
+    async def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL if it has not stopped after 20 s; returns the exit code."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 20)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        return proc.returncode
+
+
+def summarize_log(lines: list[str], max_samples: int = 8) -> dict[str, Any]:
+    """Count the server's log lines by level and event; keep a few warnings/errors as evidence."""
+    levels: Counter[str] = Counter()
+    events: Counter[str] = Counter()
+    samples: list[str] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            level, event = str(rec.get("level", "?")), str(rec.get("event", "?"))
+        except (json.JSONDecodeError, AttributeError):
+            level, event = "raw", line[:60]
+        levels[level] += 1
+        events[f"{level}:{event}"] += 1
+        if level in ("warning", "error", "critical", "raw") and len(samples) < max_samples:
+            samples.append(line[:400])
+    return {"levels": dict(levels), "events": dict(events.most_common(20)), "samples": samples}
+
+
+# ------------------------------------------------------------------ load workers
+
+
+class Worker:
+    """One ``python -m bench.worker`` process and its JSON-lines conversation."""
+
+    def __init__(self, name: str, spec: dict[str, Any], log_path: Path) -> None:
+        self.name = name
+        self.spec = spec
+        self.log_path = log_path
+        self.proc: asyncio.subprocess.Process | None = None
+        self.ready_info: dict[str, Any] = {}
+
+    async def start(self) -> None:
+        log = self.log_path.open("ab")
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bench.worker",
+                json.dumps(self.spec),
+                cwd=REPO_ROOT,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log,
+                limit=1 << 24,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+
+    async def _event(self, timeout: float) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        except TimeoutError:
+            raise BenchError(f"worker {self.name}: no answer within {timeout:.0f}s") from None
+        if not line:
+            await asyncio.wait_for(self.proc.wait(), 5)
+            raise BenchError(f"worker {self.name} exited ({self.proc.returncode}): {self._stderr_tail()}")
+        msg: dict[str, Any] = json.loads(line)
+        if msg.get("event") == "error":
+            raise BenchError(f"worker {self.name}: {msg.get('error')} {self._stderr_tail()}")
+        return msg
+
+    def _stderr_tail(self) -> str:
+        try:
+            return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-5:])
+        except OSError:
+            return ""
+
+    async def ready(self, timeout: float) -> dict[str, Any]:
+        self.ready_info = await self._event(timeout)
+        return self.ready_info
+
+    def send(self, cmd: dict[str, Any]) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+
+    async def result(self, timeout: float) -> dict[str, Any]:
+        msg = await self._event(timeout)
+        assert self.proc is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.proc.wait(), 10)
+        return msg
+
+    async def stop(self) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 5)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+
+# ------------------------------------------------------------------ the machine
+
+
+def machine_info() -> dict[str, Any]:
+    cpu_model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    mem_total = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_total = int(line.split()[1]) * 1024
+                break
+    versions = {}
+    for pkg in ("aiohttp", "msgspec", "uvloop", "asyncpg", "psutil"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[pkg] = metadata.version(pkg)
+    commit = None
+    if shutil.which("git"):
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            commit = subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+            ).stdout.strip()
+    return {
+        "nproc": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "cpu_model": cpu_model,
+        "memory_bytes": mem_total,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "git_commit": commit,
+        "open_files_limit": _nofile(),
+    }
+
+
+def _nofile() -> int | None:
+    import resource
+
+    with contextlib.suppress(ValueError, OSError):
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None
