@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -49,6 +48,9 @@ class Batch:
     cards: list[Card] = field(default_factory=list)
     deleted_cards: list[uuid.UUID] = field(default_factory=list)
     events: list[StoredEvent] = field(default_factory=list)
+
+
+_STALE_SQLSTATE = "BC001"  # raised by boardcast_persist_batch when the seq fence fails
 
 
 class StaleBoard(Exception):
@@ -166,36 +168,28 @@ class BoardRepo:
         ]
 
     async def persist(self, batch: Batch) -> None:
-        """Write one group commit in a single transaction, fenced on the board's seq."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            updated = await conn.fetchval(
-                """UPDATE boards SET seq = $3, title = $4, description = $5, updated_at = now()
-                   WHERE id = $1 AND seq = $2 RETURNING 1""",
+        """Write one group commit atomically, fenced on the board's seq: one statement (a
+        function call, see migration 0002), so one round trip and no BEGIN/COMMIT."""
+        cols, cards, ev = batch.columns, batch.cards, batch.events
+        try:
+            await self._pool.execute(
+                """SELECT boardcast_persist_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                       $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)""",
                 batch.board_id,
                 batch.base_seq,
                 batch.new_seq,
                 batch.title,
                 batch.description,
-            )
-            if updated is None:
-                raise StaleBoard(f"board {batch.board_id} is not at seq {batch.base_seq}")
-            if batch.deleted_cards:
-                await conn.execute("DELETE FROM cards WHERE id = ANY($1::uuid[])", batch.deleted_cards)
-            if batch.deleted_columns:
-                await conn.execute("DELETE FROM columns WHERE id = ANY($1::uuid[])", batch.deleted_columns)
-            if batch.columns:
-                await _upsert_columns(conn, batch.board_id, batch.columns)
-            if batch.cards:
-                await _upsert_cards(conn, batch.board_id, batch.cards)
-            ev = batch.events
-            await conn.execute(
-                """INSERT INTO board_events
-                   (board_id, seq, kind, body, author, request_id, created_at)
-                   SELECT $1, u.seq, u.kind, u.body::jsonb, u.author, u.rid,
-                          to_timestamp(u.ts_ms / 1000.0)
-                   FROM unnest($2::bigint[], $3::text[], $4::text[], $5::uuid[], $6::text[],
-                               $7::bigint[]) AS u(seq, kind, body, author, rid, ts_ms)""",
-                batch.board_id,
+                batch.deleted_cards,
+                batch.deleted_columns,
+                [c.id for c in cols],
+                [c.title for c in cols],
+                [c.rank for c in cols],
+                [c.id for c in cards],
+                [c.column_id for c in cards],
+                [c.title for c in cards],
+                [c.description for c in cards],
+                [c.rank for c in cards],
                 [e.seq for e in ev],
                 [e.kind for e in ev],
                 [e.body for e in ev],
@@ -203,37 +197,10 @@ class BoardRepo:
                 [e.request_id for e in ev],
                 [e.ts_ms for e in ev],
             )
+        except asyncpg.PostgresError as e:
+            if getattr(e, "sqlstate", None) == _STALE_SQLSTATE:
+                raise StaleBoard(f"board {batch.board_id} is not at seq {batch.base_seq}") from e
+            raise
 
     async def delete_board(self, board_id: uuid.UUID) -> None:
         await self._pool.execute("DELETE FROM boards WHERE id = $1", board_id)
-
-
-async def _upsert_columns(conn: asyncpg.Connection, board_id: uuid.UUID, cols: Sequence[Column]) -> None:
-    # unnest() turns the whole set into one statement: one round trip however big the batch.
-    await conn.execute(
-        """INSERT INTO columns (id, board_id, title, rank)
-           SELECT u.id, $1, u.title, u.rank
-           FROM unnest($2::uuid[], $3::text[], $4::bigint[]) AS u(id, title, rank)
-           ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title, rank = EXCLUDED.rank""",
-        board_id,
-        [c.id for c in cols],
-        [c.title for c in cols],
-        [c.rank for c in cols],
-    )
-
-
-async def _upsert_cards(conn: asyncpg.Connection, board_id: uuid.UUID, cards: Sequence[Card]) -> None:
-    await conn.execute(
-        """INSERT INTO cards (id, board_id, column_id, title, description, rank)
-           SELECT u.id, $1, u.column_id, u.title, u.description, u.rank
-           FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::bigint[])
-                AS u(id, column_id, title, description, rank)
-           ON CONFLICT (id) DO UPDATE SET column_id = EXCLUDED.column_id,
-               title = EXCLUDED.title, description = EXCLUDED.description, rank = EXCLUDED.rank""",
-        board_id,
-        [c.id for c in cards],
-        [c.column_id for c in cards],
-        [c.title for c in cards],
-        [c.description for c in cards],
-        [c.rank for c in cards],
-    )
