@@ -11,7 +11,7 @@ import asyncio
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,7 +46,8 @@ class Subscriber(Protocol):
 
     def send(self, msg: ServerMessage) -> None: ...
 
-    def send_encoded(self, data: bytes) -> None: ...
+    def send_frame(self, frame: bytes) -> None:
+        """A complete WebSocket frame built by :meth:`Codec.frame` for this codec."""
 
     def board_closed(self, board_id: uuid.UUID, reason: str) -> None: ...
 
@@ -282,27 +283,34 @@ class BoardActor(Actor):
             self._metrics.commit_latency.observe(time.perf_counter() - t0)
             self._metrics.commit_batch.observe(len(events))
         now = time.perf_counter()
+        acks: dict[Subscriber, list[bytes]] = {}
         for p in pending:
             m = p.msg
             dup = p.event is None
             if m.origin is not None and m.rid is not None:
-                m.origin.send(Ack(rid=m.rid, board_id=self.board_id, seq=p.seq, duplicate=dup))
+                ack = Ack(rid=m.rid, board_id=self.board_id, seq=p.seq, duplicate=dup)
+                acks.setdefault(m.origin, []).append(m.origin.codec.encode(ack))
             p.env.resolve(CommandResult(seq=p.seq, duplicate=dup, event=p.event, entity=p.entity))
             self._metrics.commands.labels(op=m.cmd.__struct_config__.tag, outcome="ok").inc()
             if m.received:
                 self._metrics.command_latency.observe(now - m.received)
-        for e in events:
-            self._recent.append(e)
-            self._broadcast(e)
+        # Acks first, each sender's in one frame; then the whole commit's events in one frame
+        # per encoding, the same bytes to every viewer.
+        for origin, encoded in acks.items():
+            origin.send_frame(origin.codec.frame(encoded))
+        self._recent.extend(events)
+        self._broadcast(events)
         return True
 
-    def _broadcast(self, msg: ServerMessage) -> None:
-        encoded: dict[Codec, bytes] = {}
+    def _broadcast(self, msgs: Sequence[ServerMessage]) -> None:
+        if not msgs or not self._subs:
+            return
+        frames: dict[Codec, bytes] = {}
         for sub in self._subs.values():
-            data = encoded.get(sub.codec)
-            if data is None:
-                data = encoded[sub.codec] = sub.codec.encode(msg)
-            sub.send_encoded(data)
+            frame = frames.get(sub.codec)
+            if frame is None:
+                frame = frames[sub.codec] = sub.codec.frame([sub.codec.encode(m) for m in msgs])
+            sub.send_frame(frame)
 
     def _reply_error(self, env: Envelope, msg: Execute, err: BoardcastError) -> None:
         # The sender's future carries the error; a WebSocket connection turns it into an
@@ -414,7 +422,7 @@ class BoardActor(Actor):
             ts_ms=int(time.time() * 1000),
             event=c.BoardDeleted(),
         )
-        self._broadcast(gone)
+        self._broadcast([gone])
         self._deleted = True
         for sub in self._subs.values():
             sub.board_closed(self.board_id, "board_deleted")
@@ -440,7 +448,7 @@ class BoardActor(Actor):
     def _flush_presence(self) -> None:
         diff = self._presence.take_diff()
         if diff is not None:
-            self._broadcast(diff)
+            self._broadcast([diff])
 
     # ------------------------------------------------------------------ introspection
 

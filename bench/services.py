@@ -110,7 +110,6 @@ class ServerProcess:
                     "BOARDCAST_HOST": "127.0.0.1",
                     "BOARDCAST_LOG_LEVEL": "warning",
                     "BOARDCAST_LOG_FORMAT": "json",
-                    "BOARDCAST_OUTBOUND_QUEUE": str(outbound_queue),
                 }
             else:
                 cmd = [

@@ -61,6 +61,21 @@ class Codec:
             return None
         return rid if isinstance(rid, str) and len(rid) <= 64 else None
 
+    def frame(self, encoded: list[bytes]) -> bytes:
+        """A complete server-to-client WebSocket frame (RFC 6455, unmasked, final) carrying
+        these already-encoded messages: one message alone, several as an array. Built once
+        and written as the same bytes to every connection of this encoding."""
+        payload = encoded[0] if len(encoded) == 1 else self.batch(encoded)
+        n = len(payload)
+        first = 0x82 if self.binary else 0x81
+        if n < 126:
+            head = bytes((first, n))
+        elif n < 0x10000:
+            head = bytes((first, 126)) + n.to_bytes(2, "big")
+        else:
+            head = bytes((first, 127)) + n.to_bytes(8, "big")
+        return head + payload
+
     def batch(self, encoded: list[bytes]) -> bytes:
         """One frame holding several already-encoded messages, as an array."""
         n = len(encoded)

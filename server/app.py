@@ -6,22 +6,21 @@ import asyncio
 import re
 import time
 import uuid
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import redis.asyncio as aioredis
 import structlog
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from actors import BoardRegistry, BoardSettings, Metrics, make_board_factory
 from protocol.errors import HTTP_STATUS, BoardcastError, CloseCode, ErrorCode
 from server.access import DEV_USER, resolve_user
 from server.config import Settings
-from server.keys import HEARTBEATS, METRICS, POOL, REDIS, REGISTRY, REPO, SETTINGS, SOCKETS
+from server.keys import CONNECTIONS, METRICS, POOL, REDIS, REGISTRY, REPO, SETTINGS
 from server.openapi import build_openapi
 from server.rest import ROUTES, ErrorBody, ErrorDetail, json_response
-from server.ws import Connection, Heartbeats, negotiate
+from server.ws import Connection, LiveConnections, negotiate
 from storage import BoardRepo, create_pool, migrate
 
 VERSION = "0.1.0"
@@ -82,9 +81,11 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
             message=b"offer subprotocol boardcast.v1.msgpack or boardcast.v1.json",
         )
         return ws
-    app[SOCKETS].add(ws)
+    transport = request.transport
+    if transport is None:  # the peer went away during the handshake
+        return ws
     conn = Connection(
-        ws, request.transport, codec, user, app[REGISTRY], app[REPO], app[METRICS], settings, app[HEARTBEATS]
+        ws, transport, codec, user, app[REGISTRY], app[REPO], app[METRICS], settings, app[CONNECTIONS]
     )
     await conn.run()
     return ws
@@ -110,7 +111,7 @@ async def health(request: web.Request) -> web.Response:
     await probe("postgres", lambda: app[POOL].fetchval("SELECT 1"))
     await probe("redis", lambda: app[REDIS].ping())  # type: ignore[misc]
     report["boards_active"] = len(app[REGISTRY])
-    report["connections"] = len(app[SOCKETS])
+    report["connections"] = len(app[CONNECTIONS])
     if not ok:
         report["status"] = "degraded"
     return json_response(report, 200 if ok else 503)
@@ -151,24 +152,21 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
     )
     registry = BoardRegistry(make_board_factory(app[REPO], app[METRICS], board), app[METRICS])
     app[REGISTRY] = registry
-    heartbeats = app[HEARTBEATS] = Heartbeats(s.heartbeat_s)
-    heartbeats.start()
+    live = app[CONNECTIONS] = LiveConnections(s.heartbeat_s)
+    live.start()
     yield
-    await heartbeats.stop()
+    await live.stop()
     await registry.close()
 
 
 async def _close_sockets(app: web.Application) -> None:
-    sockets = app[SOCKETS]
-    for ws in list(sockets):
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down; resume")
+    await app[CONNECTIONS].close_all()
 
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
-    app[SOCKETS] = weakref.WeakSet()
     app.cleanup_ctx.append(_resources)
     app.cleanup_ctx.append(_actors)
     app.on_shutdown.append(_close_sockets)

@@ -28,7 +28,9 @@ class Settings:
     log_level: str = "info"
     max_frame_bytes: int = 65_536
     max_body_bytes: int = 1_048_576
-    outbound_queue: int = 1024  # messages waiting per connection before it is a slow consumer
+    # bytes a peer may leave unread (beyond the kernel's socket buffer) before it is closed
+    # as a slow consumer
+    outbound_buffer_bytes: int = 1_048_576
     heartbeat_s: float = 20.0
     idle_timeout_s: float = 60.0
     passivate_s: float = 60.0
@@ -92,7 +94,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "BOARDCAST_LOG_LEVEL": ("log_level", _choice("debug", "info", "warning", "error")),
     "BOARDCAST_MAX_FRAME_BYTES": ("max_frame_bytes", _positive(int)),
     "BOARDCAST_MAX_BODY_BYTES": ("max_body_bytes", _positive(int)),
-    "BOARDCAST_OUTBOUND_QUEUE": ("outbound_queue", _positive(int)),
+    "BOARDCAST_OUTBOUND_BUFFER_BYTES": ("outbound_buffer_bytes", _positive(int)),
     "BOARDCAST_HEARTBEAT_S": ("heartbeat_s", _positive(float)),
     "BOARDCAST_IDLE_TIMEOUT_S": ("idle_timeout_s", _positive(float)),
     "BOARDCAST_PASSIVATE_S": ("passivate_s", _positive(float)),

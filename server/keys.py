@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -14,7 +13,7 @@ from server.config import Settings
 from storage import BoardRepo
 
 if TYPE_CHECKING:
-    from server.ws import Heartbeats
+    from server.ws import LiveConnections
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
@@ -22,5 +21,4 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", aioredis.Redis)
 REPO = web.AppKey("repo", BoardRepo)
 REGISTRY = web.AppKey("registry", BoardRegistry)
-HEARTBEATS: web.AppKey[Heartbeats] = web.AppKey("heartbeats")
-SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
+CONNECTIONS: web.AppKey[LiveConnections] = web.AppKey("connections")

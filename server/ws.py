@@ -1,10 +1,12 @@
-"""The WebSocket endpoint: one reader and one writer task per connection.
+"""The WebSocket endpoint: one task per connection (aiohttp's handler, which reads).
 
 The reader decodes frames and turns them into actor messages without waiting for commits
-(commands are pipelined, bounded by ``max_inflight``). The writer drains a bounded outbound
-queue of already-encoded messages, joining whatever is waiting into one frame. The actor
-never waits on a socket: a connection whose queue overflows is closed as a slow consumer and
-resumes from its last seq.
+(commands are pipelined, bounded by ``MAX_INFLIGHT``). Nothing waits to write: the actor
+hands each connection complete frames (a whole commit's events in one frame, built once per
+encoding) and the connection writes them straight to its transport. A peer that does not
+read lets the transport's buffer grow; past ``outbound_buffer_bytes`` it is closed as a slow
+consumer (4000) and resumes from its last seq. The actor never waits on a socket, and an idle
+connection owns no task of its own.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import itertools
 import os
 import time
 import uuid
-from collections import deque
 from typing import Any
 
 import structlog
@@ -55,7 +56,6 @@ log = structlog.get_logger(__name__)
 
 MAX_BOARDS_PER_CONNECTION = 64
 MAX_INFLIGHT = 256  # commands sent to actors and not yet answered, per connection
-MAX_MESSAGES_PER_FRAME = 512
 _conn_counter = itertools.count(1)
 _NODE = os.urandom(3).hex()
 
@@ -72,14 +72,14 @@ class Connection:
     def __init__(
         self,
         ws: web.WebSocketResponse,
-        transport: asyncio.Transport | None,
+        transport: asyncio.Transport,
         codec: Codec,
         user: User,
         registry: BoardRegistry,
         repo: BoardRepo,
         metrics: Metrics,
         settings: Settings,
-        heartbeats: Heartbeats,
+        live: LiveConnections,
     ) -> None:
         self.conn_id = f"{_NODE}-{next(_conn_counter)}"
         self.user_id = user.id
@@ -88,49 +88,48 @@ class Connection:
         self.state = ConnState.OPEN
         self._ws = ws
         self._transport = transport
-        self._writer_task: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._ping_task: asyncio.Task[None] | None = None
-        self._sending = False  # the writer is waiting for the socket to take a frame
-        self._heartbeats = heartbeats
+        self._live = live
         self._user = user
         self._registry = registry
         self._repo = repo
         self._metrics = metrics
         self._settings = settings
         self._boards: dict[uuid.UUID, str] = {}  # joined board -> role
-        self._out: deque[bytes] = deque()
-        self._out_ready = asyncio.Event()
         self._inflight = 0
-        self._inflight_free = asyncio.Event()
-        self._inflight_free.set()
+        self._inflight_free: asyncio.Event | None = None  # made only when a client hits the bound
         self._last_seen = time.monotonic()
         self._presence_tokens = float(settings.presence_burst)
-        self._presence_at = time.monotonic()
+        self._presence_at = self._last_seen
         self._close_code: int = 1000
         self._close_reason = ""
         self._frames_out = metrics.frames_out.labels(encoding=codec.name)
-        self._log = log.bind(conn_id=self.conn_id, user_id=str(user.id))
+
+    @property
+    def _log(self) -> Any:
+        # Bound on use, not kept: an idle connection should cost as little memory as possible.
+        return log.bind(conn_id=self.conn_id, user_id=str(self.user_id))
 
     # ------------------------------------------------------------------ Subscriber
 
     def send(self, msg: ServerMessage) -> None:
-        self.send_encoded(self.codec.encode(msg))
+        self.send_frame(self.codec.frame([self.codec.encode(msg)]))
 
-    def send_encoded(self, data: bytes) -> None:
+    def send_frame(self, frame: bytes) -> None:
         if self.state is not ConnState.OPEN:
             return
-        # Only a socket that is not draining makes a slow consumer: a writer that is idle will
-        # take everything queued (one group commit can queue hundreds of messages at once)
-        # as soon as it runs, joined into a single frame.
-        if self._sending and len(self._out) >= self._settings.outbound_queue:
-            self._metrics.ws_closed.labels(reason="slow_consumer").inc()
-            self._log.warning("slow_consumer", queued=len(self._out))
-            self._out.clear()
-            self._begin_close(CloseCode.SLOW_CONSUMER, "slow consumer; resume from your last seq")
+        transport = self._transport
+        if transport.is_closing():
             return
-        self._out.append(data)
-        self._out_ready.set()
+        transport.write(frame)
+        self._frames_out.inc()
+        # What the peer has not taken yet stays in the transport's buffer (after the kernel's).
+        buffered = transport.get_write_buffer_size()
+        if buffered > self._settings.outbound_buffer_bytes:
+            self._metrics.ws_closed.labels(reason="slow_consumer").inc()
+            self._log.warning("slow_consumer", buffered_bytes=buffered)
+            self._begin_close(CloseCode.SLOW_CONSUMER, "slow consumer; resume from your last seq")
 
     def board_closed(self, board_id: uuid.UUID, reason: str) -> None:
         if self._boards.pop(board_id, None) is not None:
@@ -147,34 +146,25 @@ class Connection:
             return
         self._transition(ConnState.OPEN, ConnState.CLOSING)
         self._close_code, self._close_reason = code, reason
-        self._out_ready.set()  # the writer flushes what is queued and returns
         self._closer = asyncio.get_running_loop().create_task(self._close_socket())
 
     async def _close_socket(self) -> None:
-        """Flush (bounded), send the close frame (bounded), else drop the transport.
+        """Send the close frame (bounded), else drop the transport.
 
-        A slow consumer's writer may be stuck waiting for the socket to drain; the close
-        frame then queues behind the data already buffered, and if the peer still does not
-        read, the transport is aborted so the reader (and the connection) ends."""
-        writer = self._writer_task
-        if writer is not None and not writer.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(writer), timeout=2)
-            except TimeoutError:
-                writer.cancel()
+        A slow consumer's close frame queues behind the data already buffered; if the peer
+        still does not read, the transport is aborted so the reader (and the connection)
+        ends."""
         try:
             await asyncio.wait_for(
                 self._ws.close(code=self._close_code, message=self._close_reason.encode()), timeout=5
             )
-        except TimeoutError:
-            if self._transport is not None:
-                self._transport.abort()
+        except (TimeoutError, ConnectionError):
+            self._transport.abort()
 
     async def run(self) -> None:
         self._metrics.connections.inc()
         self._log.info("ws_connected", encoding=self.codec.name)
-        writer = self._writer_task = asyncio.create_task(self._writer(), name=f"ws-writer-{self.conn_id}")
-        self._heartbeats.add(self)
+        self._live.add(self)
         try:
             self.send(
                 Welcome(
@@ -189,46 +179,28 @@ class Connection:
         finally:
             if self.state is ConnState.OPEN:
                 self._transition(ConnState.OPEN, ConnState.CLOSING)
-            self._out_ready.set()
-            self._heartbeats.discard(self)
+            self._live.discard(self)
             for board_id in list(self._boards):
                 self._leave_quietly(board_id)
             if self._closer is not None:
                 await self._closer
-            try:
-                await asyncio.wait_for(writer, timeout=2)
-            except (TimeoutError, asyncio.CancelledError):
-                writer.cancel()
             if not self._ws.closed:
-                await self._ws.close(code=self._close_code, message=self._close_reason.encode())
+                with contextlib.suppress(ConnectionError):
+                    await self._ws.close(code=self._close_code, message=self._close_reason.encode())
             self.state = ConnState.CLOSED
             self._metrics.connections.dec()
             self._log.info("ws_closed", code=self._ws.close_code, reason=self._close_reason or None)
 
-    async def _writer(self) -> None:
-        ws, codec = self._ws, self.codec
-        opcode = WSMsgType.BINARY if codec.binary else WSMsgType.TEXT
-        try:
-            while True:
-                await self._out_ready.wait()
-                self._out_ready.clear()
-                while self._out:
-                    n = min(len(self._out), MAX_MESSAGES_PER_FRAME)
-                    if n == 1:
-                        data = self._out.popleft()
-                    else:
-                        data = codec.batch([self._out.popleft() for _ in range(n)])
-                    self._sending = True
-                    await ws.send_frame(data, opcode)
-                    self._sending = False
-                    self._frames_out.inc()
-                if self.state is not ConnState.OPEN:
-                    return
-        except ConnectionError:
-            self._begin_close(1011, "connection lost")
+    def close_going_away(self) -> None:
+        """Server shutdown: clients reconnect (elsewhere) and resume."""
+        self._begin_close(CloseCode.GOING_AWAY, "server shutting down; resume")
+
+    async def wait_closed(self) -> None:
+        if self._closer is not None:
+            await self._closer
 
     def beat(self, now: float) -> None:
-        """Called by :class:`Heartbeats`: close if silent too long, else ping."""
+        """Called by :class:`LiveConnections`: close if silent too long, else ping."""
         if self.state is not ConnState.OPEN:
             return
         if now - self._last_seen > self._settings.idle_timeout_s:
@@ -295,8 +267,10 @@ class Connection:
         action = action_for(msg.op)
         if not role_allows(role, action):
             raise BoardcastError(ErrorCode.FORBIDDEN, f"a {role} may not {action.value} this board")
-        if self._inflight >= MAX_INFLIGHT:
+        while self._inflight >= MAX_INFLIGHT:
             # Back-pressure: stop reading this socket until the board answers some commands.
+            if self._inflight_free is None:
+                self._inflight_free = asyncio.Event()
             self._inflight_free.clear()
             await self._inflight_free.wait()
         fut = self._registry.submit(
@@ -309,7 +283,8 @@ class Connection:
     def _command_done(self, rid: str, board_id: uuid.UUID, fut: asyncio.Future[Any]) -> None:
         # The ack was already pushed by the actor, ahead of the event; failures arrive here.
         self._inflight -= 1
-        self._inflight_free.set()
+        if self._inflight_free is not None:
+            self._inflight_free.set()
         exc = None if fut.cancelled() else fut.exception()
         if exc is None:
             return
@@ -376,9 +351,9 @@ class Connection:
         self.send(ErrorMsg(code=e.code, message=e.message, rid=rid, board_id=board_id, details=e.details))
 
 
-class Heartbeats:
-    """One task pings every connection each interval, instead of a task per connection
-    (an idle connection should cost as little memory as possible)."""
+class LiveConnections:
+    """The open connections of this process. One task pings them all each interval, instead
+    of a task per connection, and shutdown closes them all."""
 
     def __init__(self, interval_s: float) -> None:
         self._interval_s = interval_s
@@ -396,6 +371,12 @@ class Heartbeats:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ws-heartbeats")
+
+    async def close_all(self) -> None:
+        conns = list(self._conns)
+        for conn in conns:
+            conn.close_going_away()
+        await asyncio.gather(*(c.wait_closed() for c in conns), return_exceptions=True)
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -135,7 +135,7 @@ async def _send_windowed(client: WsClient, bid: str, ops: list[dict[str, Any]], 
 
 
 async def test_a_slow_consumer_is_closed_and_resumes_without_slowing_others(http, start_server, connect):
-    srv = await start_server(outbound_queue=64)
+    srv = await start_server(outbound_buffer_bytes=64 * 1024)
     board = await create_board(http, srv.base, "Slow")
     bid = board["id"]
     col = (await create_column(http, srv.base, bid))["id"]
@@ -213,7 +213,7 @@ async def test_a_burst_of_pipelined_commands_does_not_close_healthy_connections(
     """One client pipelining more commands than a connection's queue holds must not get
     itself or a viewer that keeps up closed as a slow consumer: one group commit's acks and
     events arrive at every queue at once, before any writer could run."""
-    srv = await start_server(outbound_queue=64)
+    srv = await start_server(outbound_buffer_bytes=64 * 1024)
     board = await create_board(http, srv.base, "Burst")
     bid = board["id"]
     col = (await create_column(http, srv.base, bid))["id"]
