@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import msgspec
 
 from protocol.commands import Command, Event
-from protocol.model import BoardSnapshot, RequestId, Seq, Viewer
+from protocol.model import BoardSnapshot, PresenceChange, RequestId, Seq, Viewer
 
 PresenceState = Annotated[
     dict[
@@ -125,11 +125,14 @@ class EventMsg(_Out, tag="event"):
 
 
 class PresenceDiff(_Out, tag="presence"):
-    """Viewers whose record changed (full record) and users who are no longer viewing."""
+    """Connections that joined, changed state or left since the last diff, applied in the
+    order left, joined, updated. Per connection, so one more tab costs every viewer O(1); a
+    user whose last connection left is no longer viewing."""
 
     board_id: uuid.UUID
-    upserts: list[Viewer] = []
-    removed: list[uuid.UUID] = []
+    left: list[PresenceChange] = []
+    joined: list[PresenceChange] = []
+    updated: list[PresenceChange] = []
 
 
 class Pong(_Out, tag="pong"):

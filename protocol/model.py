@@ -55,6 +55,15 @@ class PresenceEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
     state: dict[str, str | int | float | bool | None] = {}
 
 
+class PresenceChange(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One connection's presence in a diff: ``name`` on join, ``state`` on join and update."""
+
+    user_id: uuid.UUID
+    conn_id: str
+    name: str | None = None
+    state: dict[str, str | int | float | bool | None] = {}
+
+
 class Viewer(msgspec.Struct, kw_only=True):
     """One user viewing a board; several tabs are several connections of one viewer."""
 

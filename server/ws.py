@@ -69,6 +69,35 @@ class ConnState(enum.Enum):
 class Connection:
     """One client socket; also the actor's :class:`Subscriber` for each joined board."""
 
+    # Slots: thousands of idle connections per process, each should cost as little as possible.
+    __slots__ = (
+        "__weakref__",
+        "_boards",
+        "_close_code",
+        "_close_reason",
+        "_closer",
+        "_frames_out",
+        "_inflight",
+        "_inflight_free",
+        "_last_seen",
+        "_live",
+        "_metrics",
+        "_ping_task",
+        "_presence_at",
+        "_presence_tokens",
+        "_registry",
+        "_repo",
+        "_settings",
+        "_transport",
+        "_user",
+        "_ws",
+        "codec",
+        "conn_id",
+        "state",
+        "user_id",
+        "user_name",
+    )
+
     def __init__(
         self,
         ws: web.WebSocketResponse,

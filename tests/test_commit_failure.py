@@ -87,8 +87,7 @@ async def test_a_failed_group_commit_tells_nobody_it_succeeded(
                 c.get("state") == {"mid": "burst"}
                 for m in log
                 if m["type"] == "presence"
-                for v in m.get("upserts", [])
-                for c in v["connections"]
+                for c in m.get("joined", []) + m.get("updated", [])
                 if c["conn_id"] == a_id
             )
 

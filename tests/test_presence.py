@@ -27,10 +27,15 @@ def _conns(viewer: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _state_of(diff: dict[str, Any], conn_id: str) -> dict[str, Any] | None:
-    for v in diff.get("upserts", []):
-        if str(v["user_id"]) == DEV and conn_id in _conns(v):
-            return _conns(v)[conn_id]
+    """The state a diff gives this connection (joined or updated), None if it does not."""
+    for c in diff.get("joined", []) + diff.get("updated", []):
+        if c["conn_id"] == conn_id:
+            return c.get("state", {})
     return None
+
+
+def _left(diff: dict[str, Any]) -> set[str]:
+    return {c["conn_id"] for c in diff.get("left", [])}
 
 
 async def _wait_diff(client: WsClient, bid: str, pred, start: int = 0) -> dict[str, Any]:
@@ -64,18 +69,18 @@ async def test_two_tabs_of_one_user_are_one_viewer_with_two_connections(http, se
     jb = await b.join(bid)
     assert len(jb["viewers"]) == 1
     assert set(_conns(jb["viewers"][0])) == {a.welcome["conn_id"], b.welcome["conn_id"]}
-    # a hears of the second tab as an upsert of the one viewer, at once.
+    # a hears of the second tab at once: one joined connection, not a re-send of the viewer.
     diff = await _wait_diff(a, bid, lambda d: _state_of(d, b.welcome["conn_id"]) is not None)
-    assert len(diff["upserts"]) == 1
-    assert "removed" not in diff
-    assert set(_conns(diff["upserts"][0])) == {a.welcome["conn_id"], b.welcome["conn_id"]}
+    assert diff["joined"] == [{"user_id": DEV, "conn_id": b.welcome["conn_id"], "name": "Developer"}]
+    assert "left" not in diff and "updated" not in diff
 
-    # An explicit leave is a diff without that connection.
+    # An explicit leave is a diff retracting that connection.
     mark = len(a.log)
     left = await b.request({"type": "leave", "board_id": bid})
     assert left["type"] == "left" and left["reason"] == "left"
     diff = await _wait_diff(a, bid, lambda d: True, mark)
-    assert set(_conns(diff["upserts"][0])) == {a.welcome["conn_id"]}
+    assert diff["left"] == [{"user_id": DEV, "conn_id": b.welcome["conn_id"]}]
+    assert "joined" not in diff and "updated" not in diff
 
 
 async def test_a_state_update_reaches_the_other_viewers(http, server, connect):
@@ -94,8 +99,8 @@ async def test_a_state_update_reaches_the_other_viewers(http, server, connect):
         "zoom": 1.5,
         "sel": None,
     }
-    # b's own record is in the same viewer, untouched.
-    assert _state_of(diff, b.welcome["conn_id"]) == {}
+    # Only a's connection is in the diff: b's own record is untouched.
+    assert [c["conn_id"] for c in diff["updated"]] == [a_id]
     # A late joiner sees the current state in its joined reply.
     c = await connect()
     jc = await c.join(bid)
@@ -104,7 +109,7 @@ async def test_a_state_update_reaches_the_other_viewers(http, server, connect):
     mark = len(b.log)
     await _presence(a, bid, {})
     diff = await _wait_diff(b, bid, lambda d: _state_of(d, a_id) == {}, mark)
-    assert a_id in _conns(diff["upserts"][0])
+    assert [c["conn_id"] for c in diff["updated"]] == [a_id]
 
 
 async def test_a_burst_of_updates_is_coalesced_and_the_last_state_wins(http, server, connect):
@@ -168,9 +173,9 @@ async def test_disconnecting_clears_the_connection_record(http, server, connect)
     await _wait_diff(b, bid, lambda d: _state_of(d, a_id) == {"cursor": 1})
     mark = len(b.log)
     await a.close()
-    diff = await _wait_diff(b, bid, lambda d: d.get("upserts") and a_id not in _conns(d["upserts"][0]), mark)
-    assert set(_conns(diff["upserts"][0])) == {b_id}
-    assert "removed" not in diff
+    diff = await _wait_diff(b, bid, lambda d: a_id in _left(d), mark)
+    assert diff["left"] == [{"user_id": DEV, "conn_id": a_id}]
+    assert b_id not in _left(diff) and "joined" not in diff
 
     # The user's last connection goes: a later viewer finds nobody else on the board.
     await b.close()
@@ -192,12 +197,14 @@ async def test_rejoining_resets_the_connection_state(http, server, connect):
     again = await a.join(bid)
     assert _conns(again["viewers"][0])[a_id] == {}
     diff = await _wait_diff(b, bid, lambda d: True, mark)
+    # left, then joined afresh: the client drops the old record and adds an empty one
+    assert _left(diff) == {a_id}
     assert _state_of(diff, a_id) == {}
 
 
-def test_the_last_connection_of_a_user_is_a_removal():
-    """With one user per connection for now, the 'removed' side is checked on the presence
-    model itself: two users, the second one's only connection goes."""
+def test_diffs_are_per_connection_and_a_users_last_connection_ends_their_viewing():
+    """With one user per connection for now, two users are checked on the presence model
+    itself: the second one's only connection goes, so they are no longer a viewer."""
     board = uuid.uuid4()
     alice, bob = uuid.uuid4(), uuid.uuid4()
     p = Presence(board)
@@ -205,17 +212,26 @@ def test_the_last_connection_of_a_user_is_a_removal():
     p.add("a2", alice, "Alice")
     p.add("b1", bob, "Bob")
     first = p.take_diff()
-    assert first is not None and {v.user_id for v in first.upserts} == {alice, bob}
+    assert first is not None and not first.left and not first.updated
+    assert sorted((c.conn_id, c.name) for c in first.joined) == [
+        ("a1", "Alice"),
+        ("a2", "Alice"),
+        ("b1", "Bob"),
+    ]
     assert p.take_diff() is None  # nothing changed since
     p.remove("b1")
     p.remove("a2")
     diff = p.take_diff()
-    assert diff is not None
-    assert diff.removed == [bob]
-    assert [(v.user_id, [c.conn_id for c in v.connections]) for v in diff.upserts] == [(alice, ["a1"])]
+    assert diff is not None and not diff.joined and not diff.updated
+    assert sorted((c.user_id == bob, c.conn_id) for c in diff.left) == [(False, "a2"), (True, "b1")]
+    assert [(v.user_id, [c.conn_id for c in v.connections]) for v in p.viewers()] == [(alice, ["a1"])]
     p.set_state("a1", {"x": 1})
-    p.set_state("gone", {"x": 2})  # a connection that left: ignored
+    p.set_state("a1", {"x": 2})  # coalesced: the last state wins
+    p.set_state("gone", {"x": 3})  # a connection that left: ignored
     diff = p.take_diff()
-    assert diff is not None and diff.removed == []
-    assert diff.upserts[0].connections[0].state == {"x": 1}
-    assert [v.user_id for v in p.viewers()] == [alice]
+    assert diff is not None and not diff.left and not diff.joined
+    assert [(c.conn_id, c.state, c.name) for c in diff.updated] == [("a1", {"x": 2}, None)]
+    # A connection that joins and leaves between two diffs was never announced: no diff.
+    p.add("c1", bob, "Bob")
+    p.remove("c1")
+    assert p.take_diff() is None
