@@ -218,7 +218,12 @@ class Connection:
                     await self._ws.close(code=self._close_code, message=self._close_reason.encode())
             self.state = ConnState.CLOSED
             self._metrics.connections.dec()
-            self._log.info("ws_closed", code=self._ws.close_code, reason=self._close_reason or None)
+            self._log.info(
+                "ws_closed",
+                code=self._close_code,
+                peer_code=self._ws.close_code,
+                reason=self._close_reason or None,
+            )
 
     def close_going_away(self) -> None:
         """Server shutdown: clients reconnect (elsewhere) and resume."""
