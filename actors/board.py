@@ -111,6 +111,12 @@ class GetSnapshot:
 
 
 @dataclass(slots=True)
+class GetSnapshotJson:
+    """The snapshot already encoded as JSON; cached per seq, so repeated reads of an
+    unchanged board cost one dictionary lookup."""
+
+
+@dataclass(slots=True)
 class DeleteBoard:
     author: uuid.UUID
 
@@ -155,6 +161,7 @@ class BoardActor(Actor):
         self._presence_timer: asyncio.TimerHandle | None = None
         self._log = log.bind(board_id=str(board_id))
         self._deleted = False
+        self._json_snapshot: tuple[int, bytes] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -163,6 +170,7 @@ class BoardActor(Actor):
         if loaded is None:
             raise not_found("board", self.board_id)
         self._state = BoardState(loaded)
+        self._json_snapshot = None
         self._recent.clear()
         self._requests = OrderedDict(((a, r), (s, None)) for a, r, s in loaded.recent_requests)
         self._log.info("board_activated", seq=loaded.seq)
@@ -355,6 +363,8 @@ class BoardActor(Actor):
                     self._flush_presence()
                 case GetSnapshot():
                     env.resolve(self._board.snapshot())
+                case GetSnapshotJson():
+                    env.resolve(self._snapshot_json())
                 case DeleteBoard():
                     await self._delete(msg)
                     env.resolve(None)
@@ -406,6 +416,13 @@ class BoardActor(Actor):
             )
             for s in stored
         ]
+
+    def _snapshot_json(self) -> bytes:
+        st = self._board
+        cached = self._json_snapshot
+        if cached is None or cached[0] != st.seq:
+            cached = self._json_snapshot = (st.seq, _EVENT_JSON.encode(st.snapshot()))
+        return cached[1]
 
     def _unsubscribe(self, conn_id: str) -> None:
         if self._subs.pop(conn_id, None) is not None:

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from actors import BoardRegistry, CommandResult, DeleteBoard, Execute, GetSnapshot
+from actors import BoardRegistry, CommandResult, DeleteBoard, Execute, GetSnapshot, GetSnapshotJson
 from protocol import commands as c
 from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
 from protocol.model import BoardInfo, BoardSnapshot, Card, Column, Text, Title
@@ -185,7 +185,8 @@ async def create_board(request: web.Request) -> web.Response:
 
 async def get_board(request: web.Request) -> web.Response:
     cx, board_id = await _board_access(request, Action.READ)
-    return json_response(await _snapshot(cx, board_id))
+    body: bytes = await cx.registry.ask(board_id, GetSnapshotJson(), cx.timeout_s)
+    return web.Response(body=body, content_type="application/json")
 
 
 async def patch_board(request: web.Request) -> web.Response:
