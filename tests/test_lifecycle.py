@@ -92,3 +92,24 @@ async def test_a_connection_that_answers_no_ping_is_closed_with_4001(http, start
     finally:
         await silent.close()
         await alive.close()
+
+
+async def test_shutdown_closes_connections_with_1001_and_acknowledged_work_survives(http, start_server):
+    srv = await start_server()
+    board = await create_board(http, srv.base)
+    col = await create_column(http, srv.base, board["id"])
+    client = await WsClient.connect(http, srv.ws_url)
+    try:
+        await client.join(board["id"])
+        ack = await client.cmd(board["id"], {"op": "card.create", "column_id": col["id"], "title": "kept"})
+        assert ack["type"] == "ack"
+        await srv.stop()
+        async with asyncio.timeout(15):
+            await client.closed.wait()
+        assert client.ws.close_code == 1001
+    finally:
+        await client.close()
+    again = await start_server()
+    async with http.get(f"{again.base}/api/v1/boards/{board['id']}") as r:
+        snap = await r.json()
+    assert [c["title"] for c in snap["cards"]] == ["kept"] and snap["seq"] == ack["seq"]
