@@ -177,6 +177,11 @@ class BoardActor(Actor):
 
     async def on_restart(self) -> None:
         self._metrics.actor_restarts.inc()
+        # A flush message lost in a crashed batch must not leave presence unscheduled forever.
+        if self._presence_timer is not None:
+            self._presence_timer.cancel()
+            self._presence_timer = None
+            self._schedule_presence()
         await self.on_start()
 
     def should_passivate(self) -> bool:
@@ -197,7 +202,20 @@ class BoardActor(Actor):
         for i, env in enumerate(batch):
             msg = env.msg
             if isinstance(msg, Execute):
-                self._execute(env, msg, pending)
+                try:
+                    self._execute(env, msg, pending)
+                except Exception:
+                    # A bug while applying: the state may be half-changed. Nothing of this
+                    # batch was committed; fail what was applied, keep what was not yet
+                    # looked at, and start again from Postgres.
+                    self._log.exception("apply_crashed", op=msg.cmd.__struct_config__.tag)
+                    crashed = BoardcastError(ErrorCode.INTERNAL, "internal error; nothing was applied")
+                    env.fail(crashed)
+                    for p in pending:
+                        self._reply_error(p.env, p.msg, crashed)
+                    self.requeue_front(batch[i + 1 :])
+                    await self.on_restart()
+                    return
                 continue
             # Everything else must observe committed state: commit what is waiting first.
             if pending:
@@ -278,18 +296,23 @@ class BoardActor(Actor):
             except Exception as exc:
                 self._metrics.commit_failures.inc()
                 self._log.error("commit_failed", error=repr(exc), commands=len(pending))
-                err = BoardcastError(
-                    ErrorCode.UNAVAILABLE, "the change could not be saved; nothing was applied"
-                )
-                for p in pending:
-                    self._metrics.commands.labels(
-                        op=p.msg.cmd.__struct_config__.tag, outcome="unavailable"
-                    ).inc()
-                    self._reply_error(p.env, p.msg, err)
-                await self.on_restart()
-                return False
-            self._metrics.commit_latency.observe(time.perf_counter() - t0)
-            self._metrics.commit_batch.observe(len(events))
+                await self.on_restart()  # if Postgres is gone this raises: the actor stops
+                if self._board.seq != events[-1].seq:
+                    err = BoardcastError(
+                        ErrorCode.UNAVAILABLE, "the change could not be saved; nothing was applied"
+                    )
+                    for p in pending:
+                        self._metrics.commands.labels(
+                            op=p.msg.cmd.__struct_config__.tag, outcome="unavailable"
+                        ).inc()
+                        self._reply_error(p.env, p.msg, err)
+                    return False
+                # The error came after Postgres committed (connection lost on COMMIT, a
+                # timeout): the batch is durable, so it is acknowledged and broadcast.
+                self._log.warning("commit_outcome_recovered", seq=self._board.seq)
+            else:
+                self._metrics.commit_latency.observe(time.perf_counter() - t0)
+                self._metrics.commit_batch.observe(len(events))
         now = time.perf_counter()
         acks: dict[Subscriber, list[bytes]] = {}
         for p in pending:
@@ -372,6 +395,11 @@ class BoardActor(Actor):
                     raise BoardcastError(ErrorCode.INTERNAL, f"unexpected message {type(msg).__name__}")
         except BoardcastError as e:
             env.fail(e)
+        except Exception as e:
+            # A failed read (the event log for a resume, a delete) changes no board state:
+            # that request fails alone and the board carries on.
+            self._log.error("request_failed", message=type(msg).__name__, error=repr(e))
+            env.fail(BoardcastError(ErrorCode.UNAVAILABLE, "the board could not answer; retry"))
 
     async def _subscribe(self, msg: Subscribe) -> None:
         st = self._board

@@ -9,9 +9,12 @@ import msgspec
 
 # Bounds on everything a client can send; the decoder enforces them, so handlers never see
 # an oversized title or an absurd list.
-Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Text = Annotated[str, msgspec.Meta(max_length=20_000)]
-RequestId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+# No NUL characters: PostgreSQL text cannot hold them, and one such string in a group commit
+# would fail the whole batch.
+_NO_NUL = "^[^\x00]*$"
+Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_NO_NUL)]
+Text = Annotated[str, msgspec.Meta(max_length=20_000, pattern=_NO_NUL)]
+RequestId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=_NO_NUL)]
 Seq = Annotated[int, msgspec.Meta(ge=0)]
 
 

@@ -360,7 +360,9 @@ class Connection:
                 self._settings.ask_timeout_s,
             )
         except BoardcastError:
-            self._boards.pop(msg.board_id, None)
+            # Not joined, whatever the actor did: a Subscribe still queued (a timeout) or an
+            # earlier subscription of this connection (a failed re-join) is undone in order.
+            self._leave_quietly(msg.board_id)
             raise
 
     async def _leave(self, msg: Leave) -> None:

@@ -7,8 +7,10 @@ import uuid
 
 import aiohttp
 
+from actors import GetSnapshot
 from actors.state import BoardState
 from server.keys import REGISTRY
+from storage import BoardRepo
 from tests.conftest import create_board, create_column
 from tests.wsclient import WsClient
 
@@ -113,3 +115,106 @@ async def test_shutdown_closes_connections_with_1001_and_acknowledged_work_survi
     async with http.get(f"{again.base}/api/v1/boards/{board['id']}") as r:
         snap = await r.json()
     assert [c["title"] for c in snap["cards"]] == ["kept"] and snap["seq"] == ack["seq"]
+
+
+async def test_a_nul_character_is_refused_before_it_can_fail_a_group_commit(http, server, connect):
+    board = await create_board(http, server.base)
+    col = await create_column(http, server.base, board["id"])
+    a = await connect()
+    await a.join(board["id"])
+    rids = ["ok-1", "nul", "ok-2"]
+    for rid, title in zip(rids, ["one", "x\x00y", "two"], strict=True):
+        await a.send(
+            {
+                "type": "cmd",
+                "rid": rid,
+                "board_id": board["id"],
+                "op": {"op": "card.create", "column_id": col["id"], "title": title},
+            }
+        )
+    answers = {}
+    async with asyncio.timeout(10):
+        while len(answers) < 3:
+            m = await a.inbox.get()
+            if m.get("rid") in rids:
+                answers[m["rid"]] = m
+    assert answers["nul"]["type"] == "error" and answers["nul"]["code"] == "bad_request"
+    assert answers["ok-1"]["type"] == "ack" and answers["ok-2"]["type"] == "ack"
+    async with http.post(
+        f"{server.base}/api/v1/boards/{board['id']}/cards", json={"column_id": col["id"], "title": "a\x00"}
+    ) as r:
+        assert r.status == 400
+
+
+async def test_a_failed_rejoin_leaves_no_subscriber_behind(http, server, connect):
+    board = await create_board(http, server.base)
+    a = await connect()
+    await a.join(board["id"])
+    err = await a.join(board["id"], since_seq=999)
+    assert err["type"] == "error" and err["code"] == "bad_request"
+    actor = server.app[REGISTRY].get(uuid.UUID(board["id"]))
+    await actor.ask(GetSnapshot(), 5)  # queued after the connection's Unsubscribe
+    assert actor.subscriber_count() == 0
+    # and the connection is not joined any more
+    refused = await a.cmd(board["id"], {"op": "column.create", "title": "x"})
+    assert refused["code"] == "not_joined"
+
+
+async def test_a_commit_whose_outcome_was_lost_is_recovered_and_acknowledged(
+    http, server, connect, monkeypatch
+):
+    board = await create_board(http, server.base)
+    col = await create_column(http, server.base, board["id"])
+    original = BoardRepo.persist
+
+    async def persist_then_lose_the_reply(self, batch):
+        await original(self, batch)
+        raise ConnectionResetError("connection lost after COMMIT")
+
+    monkeypatch.setattr(BoardRepo, "persist", persist_then_lose_the_reply)
+    a = await connect()
+    b = await connect("json")
+    await a.join(board["id"])
+    await b.join(board["id"])
+    ack = await a.cmd(board["id"], {"op": "card.create", "column_id": col["id"], "title": "durable"})
+    assert ack["type"] == "ack" and ack["seq"] == 2
+    evs = await b.wait_seq(board["id"], 2)
+    assert evs[-1]["event"]["card"]["title"] == "durable"
+
+
+async def test_a_crash_keeps_the_commands_queued_behind_it(http, server, connect, monkeypatch):
+    board = await create_board(http, server.base)
+    col = await create_column(http, server.base, board["id"])
+    original = BoardState.apply
+
+    def apply(self, cmd):
+        if getattr(cmd, "title", None) == "crash":
+            raise RuntimeError("simulated bug")
+        return original(self, cmd)
+
+    monkeypatch.setattr(BoardState, "apply", apply)
+    a = await connect()
+    await a.join(board["id"])
+    for rid, title in (("before", "one"), ("crash", "crash"), ("after", "two")):
+        await a.send(
+            {
+                "type": "cmd",
+                "rid": rid,
+                "board_id": board["id"],
+                "op": {"op": "card.create", "column_id": col["id"], "title": title},
+            }
+        )
+    answers = {}
+    async with asyncio.timeout(10):
+        while len(answers) < 3:
+            m = await a.inbox.get()
+            if m.get("rid") in ("before", "crash", "after"):
+                answers[m["rid"]] = m
+    assert answers["crash"]["code"] == "internal"
+    assert answers["after"]["type"] == "ack"
+    async with http.get(f"{server.base}/api/v1/boards/{board['id']}") as r:
+        snap = await r.json()
+    titles = [c["title"] for c in snap["cards"]]
+    assert "two" in titles and "crash" not in titles
+    # "before" shared the crashed batch or not: acked exactly when it is on the board
+    assert (answers["before"]["type"] == "ack") == ("one" in titles)
