@@ -8,10 +8,12 @@ runs until the times it was given, and prints ``{"event": "result", ...}``. All 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import statistics
 import sys
+import time
 from typing import Any
 
 import msgspec
@@ -56,6 +58,13 @@ def percentile(values: list[float], q: float) -> float | None:
 def median(values: list[float]) -> float | None:
     clean = [v for v in values if v is not None]
     return statistics.median(clean) if clean else None
+
+
+async def sleep_until(t: float) -> None:
+    """Sleep until ``time.monotonic()`` reaches ``t`` (not at all if it has)."""
+    delay = t - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
 
 
 def emit(obj: dict[str, Any]) -> None:

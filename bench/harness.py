@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -20,6 +21,7 @@ from typing import Any
 import aiohttp
 import psutil
 
+from bench.common import sleep_until
 from bench.services import (
     BenchError,
     ServerProcess,
@@ -82,25 +84,19 @@ FULL = Params(
     rest_cards=50,
 )
 
-QUICK = Params(
+# FULL, smaller and shorter.
+QUICK = dataclasses.replace(
+    FULL,
     repeat=1,
     warmup_s=0.5,
     window_s=2.0,
     fanout_viewers=40,
-    fanout_procs=2,
     writers=4,
-    writer_procs=2,
     many_boards=10,
-    many_procs=2,
     latency_viewers=40,
-    latency_procs=2,
-    latency_rate=1000.0,
     idle_connections=1_000,
     idle_procs=2,
-    idle_per_board=20,
-    rest_procs=2,
     rest_concurrency=16,
-    rest_cards=50,
 )
 
 
@@ -310,10 +306,10 @@ class Bench:
             "server": [server.pid] if server else [],
             "load": [os.getpid(), *(w.proc.pid for w in workers if w.proc is not None)],
         }
-        await _sleep_until(t0)
+        await sleep_until(t0)
         c0 = cpu_snapshot(groups)
         psutil.cpu_percent(None)
-        await _sleep_until(t1)
+        await sleep_until(t1)
         c1 = cpu_snapshot(groups)
         machine = psutil.cpu_percent(None)
         results = await asyncio.gather(*(w.result(result_timeout) for w in workers))
@@ -375,12 +371,6 @@ async def _ok(r: aiohttp.ClientResponse, status: int) -> dict[str, Any]:
         raise BenchError(f"{r.method} {r.url} -> {r.status}: {(await r.text())[:300]}")
     body: dict[str, Any] = await r.json()
     return body
-
-
-async def _sleep_until(t: float) -> None:
-    delay = t - time.monotonic()
-    if delay > 0:
-        await asyncio.sleep(delay)
 
 
 def metrics_delta(m0: dict[str, float], m1: dict[str, float]) -> dict[str, Any]:

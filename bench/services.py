@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,18 @@ class BenchError(Exception):
 # ------------------------------------------------------------------ database
 
 
+@contextlib.asynccontextmanager
+async def _pg(url: str) -> AsyncIterator[Any]:
+    """One asyncpg connection, closed at the end of the block."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
 def with_db(url: str, dbname: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
@@ -40,46 +53,64 @@ def with_db(url: str, dbname: str) -> str:
 
 async def create_database(admin_url: str) -> tuple[str, str]:
     """A fresh database ``boardcast_bench_<random>``; returns (name, url)."""
-    import asyncpg
-
     name = f"boardcast_bench_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(admin_url)
-    try:
+    async with _pg(admin_url) as conn:
         await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
     url = with_db(admin_url, name)
-    conn = await asyncpg.connect(url)
-    try:
+    async with _pg(url) as conn:
         await conn.execute(
             """CREATE TABLE bench_single_insert (
                    id bigserial PRIMARY KEY, board_id uuid NOT NULL, seq bigint NOT NULL,
                    body jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"""
         )
-    finally:
-        await conn.close()
     return name, url
 
 
 async def drop_database(admin_url: str, name: str) -> None:
-    import asyncpg
-
     assert name.startswith("boardcast_bench_"), name  # only ever the one this run created
-    conn = await asyncpg.connect(admin_url)
-    try:
+    async with _pg(admin_url) as conn:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 async def postgres_version(url: str) -> str:
-    import asyncpg
-
-    conn = await asyncpg.connect(url)
-    try:
+    async with _pg(url) as conn:
         return str(await conn.fetchval("SHOW server_version"))
+
+
+# ------------------------------------------------------------------ processes
+
+
+async def _spawn(cmd: list[str], log_path: Path, **kwargs: Any) -> asyncio.subprocess.Process:
+    """Start ``cmd`` in the repository, in a session of its own (a Ctrl-C reaches the bench,
+    which stops it in order), with stderr appended to ``log_path`` (and stdout too unless
+    ``kwargs`` says otherwise)."""
+    log = log_path.open("ab")
+    kwargs.setdefault("stdout", log)
+    try:
+        return await asyncio.create_subprocess_exec(
+            *cmd, cwd=REPO_ROOT, stderr=log, start_new_session=True, **kwargs
+        )
     finally:
-        await conn.close()
+        log.close()
+
+
+async def _terminate(proc: asyncio.subprocess.Process, grace_s: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited after ``grace_s``."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), grace_s)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+
+
+def _log_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
 
 
 # ------------------------------------------------------------------ server processes
@@ -99,40 +130,28 @@ class ServerProcess:
         self._ps: psutil.Process | None = None
 
     async def start(self, env: dict[str, str], outbound_queue: int) -> None:
-        log = self.log_path.open("ab")
-        try:
-            if self.kind == "boardcast":
-                exe = Path(sys.executable).parent / "boardcast"
-                cmd = [str(exe), "serve"] if exe.exists() else [sys.executable, "-m", "server.cli", "serve"]
-                full_env = {
-                    **env,
-                    "BOARDCAST_PORT": str(self.port),
-                    "BOARDCAST_HOST": "127.0.0.1",
-                    "BOARDCAST_LOG_LEVEL": "warning",
-                    "BOARDCAST_LOG_FORMAT": "json",
-                }
-            else:
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "bench.baseline_server",
-                    "--port",
-                    str(self.port),
-                    "--outbound-queue",
-                    str(outbound_queue),
-                ]
-                full_env = dict(env)
-            self.proc = await asyncio.create_subprocess_exec(
-                *cmd,
-                env=full_env,
-                cwd=REPO_ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,  # a Ctrl-C reaches the bench, which stops this in order
-            )
-        finally:
-            log.close()
+        if self.kind == "boardcast":
+            exe = Path(sys.executable).parent / "boardcast"
+            cmd = [str(exe), "serve"] if exe.exists() else [sys.executable, "-m", "server.cli", "serve"]
+            full_env = {
+                **env,
+                "BOARDCAST_PORT": str(self.port),
+                "BOARDCAST_HOST": "127.0.0.1",
+                "BOARDCAST_LOG_LEVEL": "warning",
+                "BOARDCAST_LOG_FORMAT": "json",
+            }
+        else:
+            cmd = [
+                sys.executable,
+                "-m",
+                "bench.baseline_server",
+                "--port",
+                str(self.port),
+                "--outbound-queue",
+                str(outbound_queue),
+            ]
+            full_env = dict(env)
+        self.proc = await _spawn(cmd, self.log_path, env=full_env, stdin=subprocess.DEVNULL)
         self._ps = psutil.Process(self.proc.pid)
         await self._wait_healthy(timeout=60)
 
@@ -192,11 +211,7 @@ class ServerProcess:
         return out
 
     def log_tail(self, n: int = 15) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(lines[-n:])
+        return "\n".join(_log_lines(self.log_path)[-n:])
 
     def new_log_lines(self) -> list[str]:
         try:
@@ -214,14 +229,7 @@ class ServerProcess:
         if proc is None:
             return None
         if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 20)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+            await _terminate(proc, 20)
         return proc.returncode
 
 
@@ -259,22 +267,13 @@ class Worker:
         self.ready_info: dict[str, Any] = {}
 
     async def start(self) -> None:
-        log = self.log_path.open("ab")
-        try:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bench.worker",
-                json.dumps(self.spec),
-                cwd=REPO_ROOT,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=log,
-                limit=1 << 24,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
+        self.proc = await _spawn(
+            [sys.executable, "-m", "bench.worker", json.dumps(self.spec)],
+            self.log_path,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=1 << 24,
+        )
 
     async def _event(self, timeout: float) -> dict[str, Any]:
         assert self.proc is not None and self.proc.stdout is not None
@@ -291,10 +290,7 @@ class Worker:
         return msg
 
     def _stderr_tail(self) -> str:
-        try:
-            return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-5:])
-        except OSError:
-            return ""
+        return " | ".join(_log_lines(self.log_path)[-5:])
 
     async def ready(self, timeout: float) -> dict[str, Any]:
         self.ready_info = await self._event(timeout)
@@ -313,34 +309,26 @@ class Worker:
 
     async def stop(self) -> None:
         proc = self.proc
-        if proc is None or proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 5)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        if proc is not None and proc.returncode is None:
+            await _terminate(proc, 5)
 
 
 # ------------------------------------------------------------------ the machine
 
 
+def _proc_field(path: str, name: str) -> str | None:
+    """The value of the first ``name: value`` line of a /proc file, if any."""
+    with contextlib.suppress(OSError):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(name):
+                return line.split(":", 1)[1].strip()
+    return None
+
+
 def machine_info() -> dict[str, Any]:
-    cpu_model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    mem_total = None
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_total = int(line.split()[1]) * 1024
-                break
+    cpu_model = _proc_field("/proc/cpuinfo", "model name") or "unknown"
+    mem_kib = _proc_field("/proc/meminfo", "MemTotal:")  # "16318452 kB"
+    mem_total = int(mem_kib.split()[0]) * 1024 if mem_kib else None
     versions = {}
     for pkg in ("aiohttp", "msgspec", "uvloop", "asyncpg", "psutil"):
         with contextlib.suppress(metadata.PackageNotFoundError):

@@ -23,16 +23,23 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import uvloop
 
-from bench.common import ENCODER, MSGPACK_PROTOCOL, decode_frame, emit, log, percentile
+from bench.common import ENCODER, MSGPACK_PROTOCOL, decode_frame, emit, log, percentile, sleep_until
 
 LINGER_S = 0.5
-_CLOSING = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
+# Frame types after which a socket delivers nothing more.
+_ENDED = (
+    aiohttp.WSMsgType.CLOSE,
+    aiohttp.WSMsgType.CLOSING,
+    aiohttp.WSMsgType.CLOSED,
+    aiohttp.WSMsgType.ERROR,
+)
 
 
 @dataclass
@@ -136,7 +143,7 @@ async def read_viewer(vc: ViewerConn, st: ViewerStats, win: Window) -> None:
                     vc.last_seq = seq
                     if counted:
                         st.events += 1
-        elif frame.type in _CLOSING or frame.type is aiohttp.WSMsgType.ERROR:
+        elif frame.type in _ENDED:
             vc.closed = True
             st.closes[f"{ws.close_code}"] += 1
             return
@@ -176,30 +183,40 @@ async def connect_many(
     return opened, failures
 
 
+async def join_viewers(
+    session: aiohttp.ClientSession, spec: dict[str, Any], st: ViewerStats, win: Window, setup_s: float
+) -> tuple[list[ViewerConn], list[asyncio.Task[None]], Counter[str], float]:
+    """Open and join the spec's viewer connections (giving up after ``spec["setup_s"]``,
+    default ``setup_s``) and start reading them; returns the connections, their readers,
+    the failures and the seconds it took to open them."""
+    t_start = time.monotonic()
+    pairs, failures = await connect_many(
+        session,
+        spec["url"],
+        spec["boards"],
+        spec["n"],
+        spec.get("concurrency", 32),
+        spec["tag"],
+        t_start + spec.get("setup_s", setup_s),
+    )
+    took = time.monotonic() - t_start
+    conns = [ViewerConn(ws, seq) for ws, seq in pairs]
+    readers = [asyncio.create_task(read_viewer(vc, st, win)) for vc in conns]
+    return conns, readers, failures, took
+
+
 async def role_viewers(spec: dict[str, Any], ctl: Control) -> dict[str, Any]:
     win = Window()
     st = ViewerStats()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        pairs, failures = await connect_many(
-            session,
-            spec["url"],
-            spec["boards"],
-            spec["n"],
-            spec.get("concurrency", 32),
-            spec["tag"],
-            time.monotonic() + spec.get("setup_s", 60),
-        )
-        conns = [ViewerConn(ws, seq) for ws, seq in pairs]
-        readers = [asyncio.create_task(read_viewer(vc, st, win)) for vc in conns]
+        conns, readers, failures, _ = await join_viewers(session, spec, st, win, setup_s=60)
         go = await ctl.ready(connected=len(conns), failures=dict(failures))
         win.set(go)
         await sleep_until(win.t1)
         seq_at_t1 = [vc.last_seq for vc in conns]
         await sleep_until(win.t1 + spec.get("drain_s", 2.0))
         seq_end = [vc.last_seq for vc in conns]
-        for t in readers:
-            t.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
+        await cancel_all(readers)
         window = win.t1 - win.t0
         return {
             "connected": len(conns),
@@ -254,7 +271,7 @@ async def read_writer(wc: WriterConn, win: Window) -> None:
                     wc.inflight -= 1
                     wc.errors[m.code or "?"] += 1
             wc.free.set()
-        elif frame.type in _CLOSING or frame.type is aiohttp.WSMsgType.ERROR:
+        elif frame.type in _ENDED:
             wc.closed = f"{ws.close_code}"
             wc.free.set()
             return
@@ -305,15 +322,14 @@ async def role_writer(spec: dict[str, Any], ctl: Control) -> dict[str, Any]:
             *(send_pipelined(wc, win, max_inflight, f"{spec['tag']}-c{j}") for j, wc in enumerate(conns))
         )
         # Let what is in flight be answered (bounded), so the server is not left mid-batch.
-        for _ in range(int(spec.get("drain_s", 10.0) / 0.05)):
-            if not any(wc.inflight > 0 and wc.closed is None for wc in conns):
-                break
-            await asyncio.sleep(0.05)
+        await wait_until(
+            lambda: not any(wc.inflight > 0 and wc.closed is None for wc in conns),
+            spec.get("drain_s", 10.0),
+            0.05,
+        )
         await snap
         await linger(win)
-        for t in readers:
-            t.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
+        await cancel_all(readers)
         errors: Counter[str] = Counter()
         for wc in conns:
             errors.update(wc.errors)
@@ -355,7 +371,7 @@ async def role_paced(spec: dict[str, Any], ctl: Control) -> dict[str, Any]:
                         into.setdefault(m.rid, t)
                     elif m.type == "error":
                         errors[m.code or "?"] += 1
-            elif frame.type in _CLOSING or frame.type is aiohttp.WSMsgType.ERROR:
+            elif frame.type in _ENDED:
                 closes.append(f"{kind}:{ws.close_code}")
                 return
 
@@ -385,14 +401,11 @@ async def role_paced(spec: dict[str, Any], ctl: Control) -> dict[str, Any]:
                 k += 1
             if k < total:
                 await asyncio.sleep(max(0.0, win.start + k / rate - time.monotonic()))
-        for _ in range(int(spec.get("drain_s", 5.0) / 0.02)):
-            if len(seen) >= len(sent) and len(acked) >= len(sent):
-                break
-            await asyncio.sleep(0.02)
+        await wait_until(
+            lambda: len(seen) >= len(sent) and len(acked) >= len(sent), spec.get("drain_s", 5.0), 0.02
+        )
         await linger(win)
-        for r in readers:
-            r.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
+        await cancel_all(readers)
 
     measured = [rid for rid, t in sent.items() if win.t0 <= t < win.t1]
     to_event = [(seen[r] - sent[r]) * 1000 for r in measured if r in seen]
@@ -431,25 +444,11 @@ async def role_idle(spec: dict[str, Any], ctl: Control) -> dict[str, Any]:
     win = Window()  # never set: idle viewers count nothing
     st = ViewerStats()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        t_start = time.monotonic()
-        pairs, failures = await connect_many(
-            session,
-            spec["url"],
-            spec["boards"],
-            spec["n"],
-            spec.get("concurrency", 32),
-            spec["tag"],
-            time.monotonic() + spec.get("setup_s", 120),
-        )
-        setup_s = time.monotonic() - t_start
-        conns = [ViewerConn(ws, seq) for ws, seq in pairs]
-        readers = [asyncio.create_task(read_viewer(vc, st, win)) for vc in conns]
+        conns, readers, failures, setup_s = await join_viewers(session, spec, st, win, setup_s=120)
         emit({"event": "ready", "connected": len(conns), "failures": dict(failures), "setup_s": setup_s})
         await ctl.expect("stop")
         closed = sum(vc.closed for vc in conns)
-        for t in readers:
-            t.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
+        await cancel_all(readers)
         # Leaving the session drops every socket at once (no close handshakes): the process
         # exits next, and the server sees the connections go.
         return {
@@ -543,10 +542,18 @@ async def role_pginsert(spec: dict[str, Any], ctl: Control) -> dict[str, Any]:
 # ------------------------------------------------------------------ plumbing
 
 
-async def sleep_until(t: float) -> None:
-    delay = t - time.monotonic()
-    if delay > 0:
-        await asyncio.sleep(delay)
+async def wait_until(done: Callable[[], bool], max_s: float, step: float) -> None:
+    """Poll ``done`` every ``step`` seconds, ``max_s / step`` times at the most."""
+    for _ in range(int(max_s / step)):
+        if done():
+            break
+        await asyncio.sleep(step)
+
+
+async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def linger(win: Window) -> None:
