@@ -124,20 +124,8 @@ async def test_a_nul_character_is_refused_before_it_can_fail_a_group_commit(http
     await a.join(board["id"])
     rids = ["ok-1", "nul", "ok-2"]
     for rid, title in zip(rids, ["one", "x\x00y", "two"], strict=True):
-        await a.send(
-            {
-                "type": "cmd",
-                "rid": rid,
-                "board_id": board["id"],
-                "op": {"op": "card.create", "column_id": col["id"], "title": title},
-            }
-        )
-    answers = {}
-    async with asyncio.timeout(10):
-        while len(answers) < 3:
-            m = await a.inbox.get()
-            if m.get("rid") in rids:
-                answers[m["rid"]] = m
+        await a.send_cmd(board["id"], {"op": "card.create", "column_id": col["id"], "title": title}, rid)
+    answers = await a.wait_answers(rids, timeout=10)
     assert answers["nul"]["type"] == "error" and answers["nul"]["code"] == "bad_request"
     assert answers["ok-1"]["type"] == "ack" and answers["ok-2"]["type"] == "ack"
     async with http.post(
@@ -196,20 +184,8 @@ async def test_a_crash_keeps_the_commands_queued_behind_it(http, server, connect
     a = await connect()
     await a.join(board["id"])
     for rid, title in (("before", "one"), ("crash", "crash"), ("after", "two")):
-        await a.send(
-            {
-                "type": "cmd",
-                "rid": rid,
-                "board_id": board["id"],
-                "op": {"op": "card.create", "column_id": col["id"], "title": title},
-            }
-        )
-    answers = {}
-    async with asyncio.timeout(10):
-        while len(answers) < 3:
-            m = await a.inbox.get()
-            if m.get("rid") in ("before", "crash", "after"):
-                answers[m["rid"]] = m
+        await a.send_cmd(board["id"], {"op": "card.create", "column_id": col["id"], "title": title}, rid)
+    answers = await a.wait_answers(["before", "crash", "after"], timeout=10)
     assert answers["crash"]["code"] == "internal"
     assert answers["after"]["type"] == "ack"
     async with http.get(f"{server.base}/api/v1/boards/{board['id']}") as r:
