@@ -67,8 +67,9 @@ class BoardSettings:
 
 @dataclass(slots=True)
 class Execute:
-    """Apply one command. ``origin`` (a WebSocket connection) gets the ack or error frame;
-    an ``ask`` gets a :class:`CommandResult` or the error."""
+    """Apply one command. The reply future gets a :class:`CommandResult` or the error; a
+    WebSocket ``origin`` also gets its ack pushed by the actor, ahead of the event, and turns
+    a failed future (a refusal, a crash, a stop) into an error frame naming the rid."""
 
     author: uuid.UUID
     rid: str | None
@@ -212,7 +213,7 @@ class BoardActor(Actor):
                     crashed = BoardcastError(ErrorCode.INTERNAL, "internal error; nothing was applied")
                     env.fail(crashed)
                     for p in pending:
-                        self._reply_error(p.env, p.msg, crashed)
+                        p.env.fail(crashed)
                     self.requeue_front(batch[i + 1 :])
                     await self.on_restart()
                     return
@@ -231,7 +232,7 @@ class BoardActor(Actor):
     def _execute(self, env: Envelope, msg: Execute, pending: list[_Pending]) -> None:
         st = self._board
         if self._deleted:
-            self._reply_error(env, msg, not_found("board", self.board_id))
+            env.fail(not_found("board", self.board_id))
             return
         fingerprint = None
         if msg.rid is not None:
@@ -245,7 +246,7 @@ class BoardActor(Actor):
                         "this request id was already used for a different command",
                         {"seq": seq},
                     )
-                    self._reply_error(env, msg, err)
+                    env.fail(err)
                     return
                 original = self._recent_event(seq)
                 entity = st.entity_after(original.event) if original and env.reply else None
@@ -255,7 +256,7 @@ class BoardActor(Actor):
             event = st.apply(msg.cmd)
         except BoardcastError as e:
             self._metrics.commands.labels(op=msg.cmd.__struct_config__.tag, outcome=e.code).inc()
-            self._reply_error(env, msg, e)
+            env.fail(e)
             return
         st.seq += 1
         if msg.rid is not None:
@@ -305,7 +306,7 @@ class BoardActor(Actor):
                         self._metrics.commands.labels(
                             op=p.msg.cmd.__struct_config__.tag, outcome="unavailable"
                         ).inc()
-                        self._reply_error(p.env, p.msg, err)
+                        p.env.fail(err)
                     return False
                 # The error came after Postgres committed (connection lost on COMMIT, a
                 # timeout): the batch is durable, so it is acknowledged and broadcast.
@@ -342,11 +343,6 @@ class BoardActor(Actor):
             if frame is None:
                 frame = frames[sub.codec] = sub.codec.frame([sub.codec.encode(m) for m in msgs])
             sub.send_frame(frame)
-
-    def _reply_error(self, env: Envelope, msg: Execute, err: BoardcastError) -> None:
-        # The sender's future carries the error; a WebSocket connection turns it into an
-        # error frame naming the rid (so do crashes and stops, which fail the same future).
-        env.fail(err)
 
     def _recent_event(self, seq: int) -> EventMsg | None:
         if self._recent and self._recent[0].seq <= seq <= self._recent[-1].seq:
