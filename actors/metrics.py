@@ -51,3 +51,24 @@ class Metrics:
         self.http_requests = Counter(
             "boardcast_http_requests", "REST requests", ["method", "status"], registry=r
         )
+        self.rate_limit = Counter(
+            "boardcast_rate_limit_decisions",
+            "Rate limit decisions by tier and outcome (allowed, limited, fail_open, fail_closed)",
+            ["tier", "outcome"],
+            registry=r,
+        )
+        self.rate_limiter_up = Gauge(
+            "boardcast_rate_limiter_up", "1 while the Redis rate limiter answers, else 0", registry=r
+        )
+        self.auth = Counter(
+            "boardcast_auth_events",
+            "Authentication events (login, register, refresh, token checks) by outcome",
+            ["event", "outcome"],
+            registry=r,
+        )
+        self.jwks_fetches = Counter(
+            "boardcast_oidc_jwks_fetches",
+            "JWKS fetches from the OIDC provider by outcome",
+            ["outcome"],
+            registry=r,
+        )

@@ -15,11 +15,13 @@ class ErrorCode(enum.StrEnum):
     BAD_FRAME = "bad_frame"  # not decodable msgpack/JSON
     BAD_REQUEST = "bad_request"  # decodable, but wrong type, field or value
     UNKNOWN_TYPE = "unknown_type"  # a message or op type this server does not know
-    UNAUTHORIZED = "unauthorized"
+    UNAUTHORIZED = "unauthorized"  # no credentials, or bad ones
+    TOKEN_EXPIRED = "token_expired"  # the credentials were good but have expired: refresh
     FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"
     NOT_JOINED = "not_joined"  # a board command on a connection that has not joined it
     CONFLICT = "conflict"  # a request id reused for a different command, a stale move...
+    GONE = "gone"  # an invitation that expired, was used up or revoked
     TOO_LARGE = "too_large"
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"  # the commit failed: nothing was applied, retry
@@ -32,10 +34,12 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.BAD_REQUEST: 400,
     ErrorCode.UNKNOWN_TYPE: 400,
     ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.TOKEN_EXPIRED: 401,
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.NOT_JOINED: 409,
     ErrorCode.CONFLICT: 409,
+    ErrorCode.GONE: 410,
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.UNAVAILABLE: 503,
@@ -74,3 +78,4 @@ class CloseCode(enum.IntEnum):
     SLOW_CONSUMER = 4000  # outbound queue overflowed: reconnect and resume from last seq
     IDLE_TIMEOUT = 4001  # no frame and no pong within the idle timeout
     UNSUPPORTED_PROTOCOL = 4002  # no boardcast.v1.* subprotocol offered
+    TOKEN_EXPIRED = 4003  # the connection's token expired: reconnect with a fresh one and resume

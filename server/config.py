@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -14,6 +16,44 @@ T = TypeVar("T")
 
 class ConfigError(Exception):
     """A bad setting; the message names the variable."""
+
+
+DEFAULT_SECRET = "boardcast-development-secret-do-not-use-in-production"
+MIN_SECRET_LENGTH = 32
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """``count`` requests per ``period_s`` seconds: bursts up to ``count``, refilled evenly."""
+
+    count: int
+    period_s: float
+
+    @classmethod
+    def parse(cls, raw: str) -> Rate:
+        count, sep, period = raw.partition("/")
+        try:
+            rate = cls(int(count), float(period)) if sep else None
+        except ValueError:
+            rate = None
+        if rate is None or rate.count < 1 or not 0 < rate.period_s < math.inf:
+            raise ValueError("must be COUNT/SECONDS, such as 600/60")
+        return rate
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.period_s:g}"
+
+
+def _networks(raw: str) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip())
+
+
+def _on_off(raw: str) -> bool:
+    if raw not in ("on", "off"):
+        raise ValueError("must be on or off")
+    return raw == "on"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +78,28 @@ class Settings:
     max_resume_events: int = 10_000
     ask_timeout_s: float = 10.0
     db_pool_max: int = 10
-    presence_rate_per_s: float = 20.0
-    presence_burst: int = 20
+    # identity (docs/ACCESS.md)
+    auth: str = "jwt"  # jwt | none (development: everyone is the development user)
+    secret: str = dataclasses.field(default=DEFAULT_SECRET, repr=False)  # never printed or logged
+    access_token_ttl_s: float = 900.0
+    refresh_token_ttl_s: float = 30 * 86400.0
+    jwt_issuer: str = "boardcast"
+    jwt_audience: str = "boardcast"
+    session_check_s: float = 5.0
+    password_hash_profile: str = "default"  # default | fast (tests and development only)
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_jwks_cache_s: float = 3600.0
+    # rate limiting
+    rate_limit: bool = True
+    rate_reads: Rate = Rate(600, 60)
+    rate_writes: Rate = Rate(300, 60)
+    rate_auth: Rate = Rate(10, 60)
+    rate_ws_commands: Rate = Rate(100, 1)
+    rate_presence: Rate = Rate(20, 1)
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    redis_prefix: str = "bc"
 
     @property
     def production(self) -> bool:
@@ -102,8 +162,26 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "BOARDCAST_MAX_RESUME_EVENTS": ("max_resume_events", _positive(int)),
     "BOARDCAST_ASK_TIMEOUT_S": ("ask_timeout_s", _positive(float)),
     "BOARDCAST_DB_POOL_MAX": ("db_pool_max", _positive(int)),
-    "BOARDCAST_PRESENCE_RATE_PER_S": ("presence_rate_per_s", _positive(float)),
-    "BOARDCAST_PRESENCE_BURST": ("presence_burst", _positive(int)),
+    "BOARDCAST_AUTH": ("auth", _choice("jwt", "none")),
+    "BOARDCAST_SECRET": ("secret", str),
+    "BOARDCAST_ACCESS_TOKEN_TTL_S": ("access_token_ttl_s", _positive(float)),
+    "BOARDCAST_REFRESH_TOKEN_TTL_S": ("refresh_token_ttl_s", _positive(float)),
+    "BOARDCAST_JWT_ISSUER": ("jwt_issuer", str),
+    "BOARDCAST_JWT_AUDIENCE": ("jwt_audience", str),
+    "BOARDCAST_SESSION_CHECK_S": ("session_check_s", _positive(float)),
+    "BOARDCAST_PASSWORD_HASH_PROFILE": ("password_hash_profile", _choice("default", "fast")),
+    "BOARDCAST_OIDC_ISSUER": ("oidc_issuer", str),
+    "BOARDCAST_OIDC_AUDIENCE": ("oidc_audience", str),
+    "BOARDCAST_OIDC_JWKS_URL": ("oidc_jwks_url", _url("https", "http")),
+    "BOARDCAST_OIDC_JWKS_CACHE_S": ("oidc_jwks_cache_s", _positive(float)),
+    "BOARDCAST_RATE_LIMIT": ("rate_limit", _on_off),
+    "BOARDCAST_RATE_READS": ("rate_reads", Rate.parse),
+    "BOARDCAST_RATE_WRITES": ("rate_writes", Rate.parse),
+    "BOARDCAST_RATE_AUTH": ("rate_auth", Rate.parse),
+    "BOARDCAST_RATE_WS_COMMANDS": ("rate_ws_commands", Rate.parse),
+    "BOARDCAST_RATE_PRESENCE": ("rate_presence", Rate.parse),
+    "BOARDCAST_TRUSTED_PROXIES": ("trusted_proxies", _networks),
+    "BOARDCAST_REDIS_PREFIX": ("redis_prefix", str),
 }
 
 
@@ -134,9 +212,31 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
                 f"{', '.join(missing)} must be set when BOARDCAST_ENV=production "
                 "(embedded databases are for development only)"
             )
+    _check_identity(settings)
     if settings.idle_timeout_s <= settings.heartbeat_s:
         raise ConfigError("BOARDCAST_IDLE_TIMEOUT_S must be greater than BOARDCAST_HEARTBEAT_S")
     return settings
+
+
+def _check_identity(settings: Settings) -> None:
+    oidc = {
+        "BOARDCAST_OIDC_ISSUER": settings.oidc_issuer,
+        "BOARDCAST_OIDC_AUDIENCE": settings.oidc_audience,
+        "BOARDCAST_OIDC_JWKS_URL": settings.oidc_jwks_url,
+    }
+    if any(oidc.values()) and not all(oidc.values()):
+        missing = ", ".join(k for k, v in oidc.items() if not v)
+        raise ConfigError(f"OIDC needs issuer, audience and JWKS URL together: {missing} not set")
+    if not settings.production:
+        return
+    if settings.auth == "none":
+        raise ConfigError("BOARDCAST_AUTH=none is for development only; not allowed in production")
+    if settings.secret == DEFAULT_SECRET:
+        raise ConfigError("BOARDCAST_SECRET must be set in production (the default is public)")
+    if len(settings.secret) < MIN_SECRET_LENGTH:
+        raise ConfigError(f"BOARDCAST_SECRET must be at least {MIN_SECRET_LENGTH} characters")
+    if settings.password_hash_profile != "default":
+        raise ConfigError("BOARDCAST_PASSWORD_HASH_PROFILE=fast is for tests; not allowed in production")
 
 
 def documented_variables() -> list[tuple[str, str, Any]]:

@@ -129,7 +129,7 @@ class Connection:
         self._inflight = 0
         self._inflight_free: asyncio.Event | None = None  # made only when a client hits the bound
         self._last_seen = time.monotonic()
-        self._presence_tokens = float(settings.presence_burst)
+        self._presence_tokens = float(settings.rate_presence.count)
         self._presence_at = self._last_seen
         self._close_code: int = 1000
         self._close_reason = ""
@@ -332,15 +332,16 @@ class Connection:
             raise BoardcastError(ErrorCode.NOT_JOINED, "join the board before setting presence")
         now = time.monotonic()
         s = self._settings
+        rate = s.rate_presence
         self._presence_tokens = min(
-            float(s.presence_burst), self._presence_tokens + (now - self._presence_at) * s.presence_rate_per_s
+            float(rate.count), self._presence_tokens + (now - self._presence_at) * rate.count / rate.period_s
         )
         self._presence_at = now
         if self._presence_tokens < 1:
             raise BoardcastError(
                 ErrorCode.RATE_LIMITED,
                 "presence updates too frequent",
-                {"retry_after_s": 1 / s.presence_rate_per_s},
+                {"tier": "presence", "retry_after_s": rate.period_s / rate.count},
             )
         self._presence_tokens -= 1
         self._registry.tell(msg.board_id, SetPresenceState(conn_id=self.conn_id, state=msg.state))

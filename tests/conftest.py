@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import redis
 from aiohttp import web
 
 from server.app import create_app
@@ -38,13 +40,33 @@ def redis_url(services_dir: Path) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A Redis key prefix of this test session's own; its keys are deleted at the end."""
+    prefix = f"bctest-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 @pytest.fixture
-def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
+def settings(database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path) -> Settings:
+    """The realtime-core tests run in development mode (no auth, no REST rate limits); the
+    identity and rate limit tests start servers with ``auth="jwt"`` / ``rate_limit=True``."""
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
         data_dir=tmp_path,
         log_level="warning",
+        auth="none",
+        rate_limit=False,
+        redis_prefix=redis_prefix,
+        password_hash_profile="fast",
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from actors.presence import Presence
 from server.access import DEV_USER_ID
+from server.config import Rate
 from tests.conftest import create_board
 from tests.wsclient import WsClient
 
@@ -136,7 +137,7 @@ async def test_a_burst_of_updates_is_coalesced_and_the_last_state_wins(http, ser
 
 
 async def test_presence_updates_over_the_burst_are_rate_limited(http, start_server, connect):
-    srv = await start_server(presence_burst=3, presence_rate_per_s=1)
+    srv = await start_server(rate_presence=Rate(3, 3))
     bid = (await create_board(http, srv.base))["id"]
     a = await connect(url=srv.ws_url)
     b = await connect("json", url=srv.ws_url)
