@@ -1,6 +1,7 @@
 """Live board state: the actor runtime, board actors and the process's board registry."""
 
 from actors.board import (
+    AccessChanged,
     BoardActor,
     BoardSettings,
     CommandResult,
@@ -19,6 +20,7 @@ from actors.registry import BoardRegistry
 from actors.runtime import ActorStopped
 
 __all__ = [
+    "AccessChanged",
     "ActorStopped",
     "BoardActor",
     "BoardRegistry",

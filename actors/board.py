@@ -51,6 +51,11 @@ class Subscriber(Protocol):
 
     def board_closed(self, board_id: uuid.UUID, reason: str) -> None: ...
 
+    def access_changed(self, board_id: uuid.UUID, role: str | None, member: bool, non_members: bool) -> bool:
+        """The viewer's role on this board is now ``role`` (None: no access). With
+        ``non_members`` the board became private: only a viewer who is not a member loses it.
+        Returns whether the viewer keeps the board."""
+
 
 @dataclass(frozen=True, slots=True)
 class BoardSettings:
@@ -104,6 +109,17 @@ class Unsubscribe:
 class SetPresenceState:
     conn_id: str
     state: dict[str, Any]
+
+
+@dataclass(slots=True)
+class AccessChanged:
+    """``user_id``'s access changed to ``role`` (None: none); with ``user_id`` None the board
+    became private and every viewer who is not a member loses it. In mailbox order, so nothing
+    the actor sends after this reaches someone who lost access."""
+
+    user_id: uuid.UUID | None
+    role: str | None
+    member: bool = True
 
 
 @dataclass(slots=True)
@@ -377,6 +393,9 @@ class BoardActor(Actor):
                         self._presence.set_state(msg.conn_id, msg.state)
                         self._schedule_presence()
                     env.resolve(None)
+                case AccessChanged():
+                    self._access_changed(msg)
+                    env.resolve(None)
                 case _FlushPresence():
                     self._presence_timer = None
                     self._flush_presence()
@@ -447,6 +466,14 @@ class BoardActor(Actor):
         if cached is None or cached[0] != st.seq:
             cached = self._json_snapshot = (st.seq, _EVENT_JSON.encode(st.snapshot()))
         return cached[1]
+
+    def _access_changed(self, msg: AccessChanged) -> None:
+        for sub in list(self._subs.values()):
+            if msg.user_id is not None and sub.user_id != msg.user_id:
+                continue
+            if not sub.access_changed(self.board_id, msg.role, msg.member, non_members=msg.user_id is None):
+                self._unsubscribe(sub.conn_id)
+        self._flush_presence_joins()
 
     def _unsubscribe(self, conn_id: str) -> None:
         if self._subs.pop(conn_id, None) is not None:

@@ -48,6 +48,13 @@ class BoardRegistry:
         except ActorStopped:
             self.get(board_id).tell(msg)
 
+    def tell_if_active(self, board_id: uuid.UUID, msg: Any) -> None:
+        """Tell the board only if its actor is in memory (a board nobody has open has no
+        viewers to tell)."""
+        actor = self._actors.get(board_id)
+        if actor is not None and actor.accepting:
+            actor.tell(msg)
+
     def submit(self, board_id: uuid.UUID, msg: Any) -> asyncio.Future[Any]:
         try:
             return self.get(board_id).submit(msg)

@@ -83,6 +83,7 @@ class Welcome(_Out, tag="welcome"):
     heartbeat_s: float
     max_frame_bytes: int
     protocol: str
+    expires_at_ms: int | None = None  # when the connection's token expires (then: close 4003)
 
 
 class Joined(_Out, tag="joined"):
@@ -98,6 +99,14 @@ class Left(_Out, tag="left"):
     board_id: uuid.UUID
     reason: str
     rid: str | None = None
+
+
+class Access(_Out, tag="access"):
+    """The connection's role on a joined board changed; ``None``: no access any more (a
+    ``left`` with reason ``access_revoked`` follows)."""
+
+    board_id: uuid.UUID
+    role: str | None
 
 
 class Ack(_Out, tag="ack"):
@@ -139,4 +148,4 @@ class Pong(_Out, tag="pong"):
     rid: str | None = None
 
 
-ServerMessage = Welcome | Joined | Left | Ack | ErrorMsg | EventMsg | PresenceDiff | Pong
+ServerMessage = Welcome | Joined | Left | Access | Ack | ErrorMsg | EventMsg | PresenceDiff | Pong

@@ -37,7 +37,8 @@ class BoardInfo(msgspec.Struct, kw_only=True):
     title: str
     description: str = ""
     seq: int
-    role: str = "owner"
+    role: str = "owner"  # the caller's role
+    visibility: str = "private"  # private | signed_in
 
 
 class BoardSnapshot(msgspec.Struct, kw_only=True):

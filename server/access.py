@@ -1,8 +1,9 @@
-"""Who the caller is, and what they may do to a board: decided here and nowhere else.
+"""What a caller may do to a board: decided here and nowhere else.
 
-Every REST handler and every WebSocket join/command calls :func:`authorize`. Identity is the
-development user for now; the identity issue replaces :func:`resolve_user` and keeps the
-same shape.
+Every REST handler and every WebSocket join and command calls :func:`authorize` (or, for a
+connection that already joined, :func:`role_allows` with the role it was granted, which the
+board keeps current). Membership changes are checked by :func:`check_membership_change`,
+inside the transaction that makes them.
 """
 
 from __future__ import annotations
@@ -15,9 +16,21 @@ from aiohttp import web
 
 from protocol import commands
 from protocol.errors import BoardcastError, ErrorCode, not_found
-from storage import BoardRepo
+from server.keys import USER
+from storage.members import MemberRepo
 
 DEV_USER_ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
+
+ROLES = ("owner", "admin", "member", "viewer")  # most powerful first
+
+
+class Via(enum.Enum):
+    """How the caller proved who they are."""
+
+    DEV = "dev"  # BOARDCAST_AUTH=none
+    SESSION = "session"  # an access token from login, register or refresh
+    API_TOKEN = "api_token"
+    OIDC = "oidc"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,16 +38,27 @@ class User:
     id: uuid.UUID
     name: str
     email: str | None = None
+    via: Via = Via.DEV
+    session_id: uuid.UUID | None = None
+    expires_at: float | None = None  # unix seconds; when the credentials stop working
+    cookie: bool = False  # authenticated by the access cookie (mutations need CSRF)
+
+    @property
+    def manages_credentials(self) -> bool:
+        """May change the password and manage API tokens: a signed-in person, not a script
+        holding an API token nor an external identity (which has no password here)."""
+        return self.via in (Via.SESSION, Via.DEV)
 
 
 DEV_USER = User(id=DEV_USER_ID, name="Developer", email="dev@boardcast.local")
 
 
 class Action(enum.Enum):
-    READ = "read"  # join, snapshot, list
+    READ = "read"  # join, snapshot, list, members
     WRITE = "write"  # cards and columns
-    ADMIN = "admin"  # board settings
+    ADMIN = "admin"  # board settings, members, invitations
     DELETE = "delete"  # delete the board
+    TRANSFER = "transfer"  # hand ownership to another member
 
 
 _ALLOWED: dict[str, frozenset[Action]] = {
@@ -45,9 +69,21 @@ _ALLOWED: dict[str, frozenset[Action]] = {
 }
 
 
-def resolve_user(request: web.Request) -> User:
-    """The caller of a request: the development user until identity lands."""
-    return DEV_USER
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """The caller's role on a board; ``member`` is False for a signed-in user reading a board
+    that is visible to everyone signed in."""
+
+    role: str
+    member: bool
+
+
+def current_user(request: web.Request) -> User:
+    """The caller, as the authentication middleware established."""
+    user: User | None = request.get(USER)
+    if user is None:
+        raise BoardcastError(ErrorCode.UNAUTHORIZED, "authentication required")
+    return user
 
 
 def action_for(cmd: commands.Command) -> Action:
@@ -59,12 +95,48 @@ def role_allows(role: str, action: Action) -> bool:
     return action in _ALLOWED.get(role, frozenset())
 
 
-async def authorize(repo: BoardRepo, user: User, board_id: uuid.UUID, action: Action) -> str:
-    """The caller's role on the board if it permits ``action``. Someone with no role gets
-    "not found", never "forbidden", so a board's existence does not leak."""
-    role = await repo.member_role(board_id, user.id)
-    if role is None:
+def forbidden(role: str, action: Action) -> BoardcastError:
+    return BoardcastError(ErrorCode.FORBIDDEN, f"a {role} may not {action.value} this board", {"role": role})
+
+
+async def authorize(members: MemberRepo, user: User, board_id: uuid.UUID, action: Action) -> Grant:
+    """The caller's grant on the board if it permits ``action``. Someone with no access gets
+    exactly the answer for a board that does not exist, so existence does not leak."""
+    access = await members.access(board_id, user.id)
+    if access is None:
         raise not_found("board", board_id)
-    if not role_allows(role, action):
-        raise BoardcastError(ErrorCode.FORBIDDEN, f"a {role} may not {action.value} this board")
-    return role
+    if access.role is not None:
+        grant = Grant(access.role, member=True)
+    elif access.visibility == "signed_in":
+        grant = Grant("viewer", member=False)
+    else:
+        raise not_found("board", board_id)
+    if not role_allows(grant.role, action):
+        raise forbidden(grant.role, action)
+    return grant
+
+
+def grant_after_removal(visibility: str) -> Grant | None:
+    """What a removed member keeps: a signed-in viewer's access on a board visible to all."""
+    return Grant("viewer", member=False) if visibility == "signed_in" else None
+
+
+def check_membership_change(
+    actor: str | None, target: str | None, new_role: str | None, owners: int, *, self_change: bool
+) -> None:
+    """May someone with role ``actor`` move a member from ``target`` to ``new_role`` (None:
+    remove)? Only an owner touches owners; the last owner always stays. A member may always
+    remove themselves (leave), unless they are the last owner."""
+    if actor is None:
+        raise BoardcastError(ErrorCode.NOT_FOUND, "board not found")
+    if not (self_change and new_role is None) and not role_allows(actor, Action.ADMIN):
+        raise forbidden(actor, Action.ADMIN)
+    if (new_role == "owner" or target == "owner") and actor != "owner" and not self_change:
+        raise BoardcastError(ErrorCode.FORBIDDEN, "only an owner may grant, change or remove ownership")
+    if new_role == "owner" and actor != "owner":
+        raise BoardcastError(ErrorCode.FORBIDDEN, "only an owner may grant ownership")
+    if target == "owner" and new_role != "owner" and owners <= 1:
+        raise BoardcastError(
+            ErrorCode.CONFLICT,
+            "the last owner cannot leave or be demoted or removed; transfer ownership first",
+        )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import aiohttp
 import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
@@ -15,13 +17,32 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from actors import BoardRegistry, BoardSettings, Metrics, make_board_factory
 from protocol.errors import HTTP_STATUS, BoardcastError, CloseCode, ErrorCode
-from server.access import DEV_USER, resolve_user
+from server.access import DEV_USER, User
+from server.auth import Authenticator
 from server.config import Settings
-from server.keys import CONNECTIONS, METRICS, POOL, REDIS, REGISTRY, REPO, SETTINGS
+from server.guard import Guard, Tier, rate_headers
+from server.http import ErrorBody, ErrorDetail, Route, json_response
+from server.keys import (
+    AUTH,
+    CONNECTIONS,
+    GUARD,
+    IDENTITY,
+    MEMBERS,
+    METRICS,
+    POOL,
+    RATE,
+    REDIS,
+    REGISTRY,
+    REPO,
+    SETTINGS,
+    USER,
+)
+from server.oidc import OidcVerifier
 from server.openapi import build_openapi
-from server.rest import ROUTES, ErrorBody, ErrorDetail, json_response
+from server.ratelimit import RateLimiter
+from server.rest import ROUTES
 from server.ws import Connection, LiveConnections, negotiate
-from storage import BoardRepo, create_pool, migrate
+from storage import BoardRepo, IdentityRepo, MemberRepo, create_pool, migrate
 
 VERSION = "0.1.0"
 log = structlog.get_logger(__name__)
@@ -39,7 +60,14 @@ def _error_response(
     status: int | None = None,
 ) -> web.Response:
     body = ErrorBody(ErrorDetail(code=code, message=message, request_id=request_id, details=details))
-    return json_response(body, status or HTTP_STATUS[code])
+    resp = json_response(body, status or HTTP_STATUS[code])
+    retry = (details or {}).get("retry_after_s")
+    if code in (ErrorCode.RATE_LIMITED, ErrorCode.UNAVAILABLE) and isinstance(retry, int | float):
+        resp.headers["Retry-After"] = str(max(1, math.ceil(retry)))
+    elif code in (ErrorCode.UNAUTHORIZED, ErrorCode.TOKEN_EXPIRED):
+        error = "invalid_token" if details or code is ErrorCode.TOKEN_EXPIRED else None
+        resp.headers["WWW-Authenticate"] = f'Bearer error="{error}"' if error else "Bearer"
+    return resp
 
 
 @web.middleware
@@ -66,14 +94,58 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         structlog.contextvars.unbind_contextvars("request_id")
     if not resp.prepared:
         resp.headers["X-Request-Id"] = request_id
+        decision = request.get(RATE)
+        if decision is not None:
+            rate_headers(resp, decision)
     metrics.http_requests.labels(method=request.method, status=str(resp.status)).inc()
     return resp
+
+
+def guard_middleware(routes: dict[str, Route]) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Authentication, then the rate limit of the route's tier, for every REST route."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        route = routes.get(f"{request.method} {resource.canonical}") if resource is not None else None
+        if route is None:  # /health, /metrics, /openapi.json; /ws guards itself
+            return await handler(request)
+        app = request.app
+        tier = route.rate_tier
+        user = None
+        g = app[GUARD]
+        if not route.public:
+            user = await _authenticate(request, g)
+            request[USER] = user
+        await g.admit(request, tier, g.subject(request, user, tier))
+        return await handler(request)
+
+    return guard
+
+
+async def _authenticate(request: web.Request, g: Guard, *, websocket: bool = False) -> User:
+    """The caller, or 401. Bad credentials count as sign-in attempts of the client address, so
+    guessing tokens is throttled like guessing passwords."""
+    try:
+        user = await request.app[AUTH].authenticate(request, websocket=websocket)
+    except BoardcastError as e:
+        if e.code is ErrorCode.UNAUTHORIZED:
+            await g.admit(request, Tier.AUTH, g.subject(request, None, Tier.AUTH), report=False)
+        raise
+    if user is None:
+        where = (
+            "?access_token=, a Bearer header or the cookie" if websocket else "a Bearer header or the cookie"
+        )
+        raise BoardcastError(ErrorCode.UNAUTHORIZED, f"authentication required: {where}")
+    return user
 
 
 async def ws_handler(request: web.Request) -> web.StreamResponse:
     app = request.app
     settings = app[SETTINGS]
-    user = resolve_user(request)
+    g = app[GUARD]
+    user = await _authenticate(request, g, websocket=True)
+    await g.admit(request, Tier.READS, g.subject(request, user, Tier.READS), report=False)
     ws, codec = await negotiate(request, settings)
     if codec is None:
         await ws.close(
@@ -85,7 +157,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     if transport is None:  # the peer went away during the handshake
         return ws
     conn = Connection(
-        ws, transport, codec, user, app[REGISTRY], app[REPO], app[METRICS], settings, app[CONNECTIONS]
+        ws, transport, codec, user, app[REGISTRY], app[MEMBERS], app[METRICS], settings, app[CONNECTIONS]
     )
     await conn.run()
     return ws
@@ -110,6 +182,12 @@ async def health(request: web.Request) -> web.Response:
 
     await probe("postgres", lambda: app[POOL].fetchval("SELECT 1"))
     await probe("redis", lambda: app[REDIS].ping())  # type: ignore[misc]
+    limiter = await app[GUARD].probe()
+    report["rate_limiter"] = limiter
+    ok = ok and bool(limiter["ok"])
+    oidc = app[AUTH].oidc
+    if oidc is not None:
+        report["oidc"] = oidc.health()
     report["boards_active"] = len(app[REGISTRY])
     report["connections"] = len(app[CONNECTIONS])
     if not ok:
@@ -135,12 +213,36 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         async with pool.acquire() as conn:
             await migrate(conn)
         repo = BoardRepo(pool)
-        await repo.ensure_user(DEV_USER.id, DEV_USER.name, DEV_USER.email)
+        if settings.auth == "none":
+            await repo.ensure_user(DEV_USER.id, DEV_USER.name, DEV_USER.email)
         app[POOL], app[REDIS], app[REPO] = pool, redis, repo
+        app[MEMBERS], app[IDENTITY] = MemberRepo(pool), IdentityRepo(pool)
         yield
     finally:
         await redis.aclose()
         await pool.close()
+
+
+async def _identity(app: web.Application) -> AsyncIterator[None]:
+    s, metrics = app[SETTINGS], app[METRICS]
+    async with aiohttp.ClientSession() as http:
+        oidc = None
+        if s.oidc_issuer and s.oidc_audience and s.oidc_jwks_url:
+            oidc = OidcVerifier(
+                issuer=s.oidc_issuer,
+                audience=s.oidc_audience,
+                jwks_url=s.oidc_jwks_url,
+                session=http,
+                cache_s=s.oidc_jwks_cache_s,
+                metrics=metrics,
+            )
+        app[AUTH] = Authenticator(s, app[IDENTITY], metrics, oidc)
+        app[GUARD] = Guard(s, RateLimiter(app[REDIS], s.redis_prefix), metrics)
+        try:
+            yield
+        finally:
+            if oidc is not None:
+                await oidc.close()
 
 
 async def _actors(app: web.Application) -> AsyncIterator[None]:
@@ -164,10 +266,14 @@ async def _close_sockets(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    routes = {f"{r.method} {r.path}": r for r in ROUTES}
+    app = web.Application(
+        middlewares=[error_middleware, guard_middleware(routes)], client_max_size=settings.max_body_bytes
+    )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_resources)
+    app.cleanup_ctx.append(_identity)
     app.cleanup_ctx.append(_actors)
     app.on_shutdown.append(_close_sockets)
     for r in ROUTES:

@@ -239,7 +239,18 @@ def _check_identity(settings: Settings) -> None:
         raise ConfigError("BOARDCAST_PASSWORD_HASH_PROFILE=fast is for tests; not allowed in production")
 
 
-def documented_variables() -> list[tuple[str, str, Any]]:
-    """(variable, field, default) for every setting: the README's table is checked against it."""
+def documented_variables() -> list[tuple[str, str, str]]:
+    """(variable, field, default as the README shows it) for every setting: the README's table
+    is checked against it."""
     defaults = {f.name: f.default for f in fields(Settings)}
-    return [(var, field, defaults[field]) for var, (field, _) in _VARIABLES.items()]
+
+    def shown(value: Any) -> str:
+        if value is None:
+            return "unset"
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, tuple):
+            return ", ".join(map(str, value)) or "none"
+        return str(value)
+
+    return [(var, field, shown(defaults[field])) for var, (field, _) in _VARIABLES.items()]

@@ -1,4 +1,5 @@
-"""Typed keys for what lives on the aiohttp app: handed to handlers, never module globals."""
+"""Typed keys for what lives on the aiohttp app (and on a request): handed to handlers, never
+module globals."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ from aiohttp import web
 
 from actors import BoardRegistry, Metrics
 from server.config import Settings
-from storage import BoardRepo
+from storage import BoardRepo, IdentityRepo, MemberRepo
 
 if TYPE_CHECKING:
+    from server.access import User
+    from server.auth import Authenticator
+    from server.guard import Guard
+    from server.ratelimit import Decision
     from server.ws import LiveConnections
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -20,5 +25,13 @@ METRICS = web.AppKey("metrics", Metrics)
 POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", aioredis.Redis)
 REPO = web.AppKey("repo", BoardRepo)
+MEMBERS = web.AppKey("members", MemberRepo)
+IDENTITY = web.AppKey("identity", IdentityRepo)
 REGISTRY = web.AppKey("registry", BoardRegistry)
 CONNECTIONS: web.AppKey[LiveConnections] = web.AppKey("connections")
+AUTH: web.AppKey[Authenticator] = web.AppKey("auth")
+GUARD: web.AppKey[Guard] = web.AppKey("guard")
+
+# Per request, set by the guard middleware.
+USER: web.RequestKey[User] = web.RequestKey("user")  # absent for an anonymous caller
+RATE: web.RequestKey[Decision] = web.RequestKey("rate")  # what the RateLimit-* headers report

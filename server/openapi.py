@@ -7,7 +7,8 @@ from typing import Any
 
 import msgspec
 
-from server.rest import ROUTES, ErrorBody
+from server.http import ErrorBody
+from server.rest import ROUTES
 
 _PARAM = re.compile(r"{(\w+)}")
 

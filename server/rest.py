@@ -8,54 +8,63 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
 
-from actors import BoardRegistry, CommandResult, DeleteBoard, Execute, GetSnapshot, GetSnapshotJson
+from actors import (
+    AccessChanged,
+    BoardRegistry,
+    CommandResult,
+    DeleteBoard,
+    Execute,
+    GetSnapshot,
+    GetSnapshotJson,
+)
 from protocol import commands as c
 from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
 from protocol.model import BoardInfo, BoardSnapshot, Card, Column, Text, Title
-from server.access import Action, authorize, resolve_user
-from server.keys import REGISTRY, REPO, SETTINGS
-from storage import BoardRepo
+from server import accounts, membership
+from server.access import Action, Grant, User, authorize, current_user
+from server.http import Body, Route, json_response, path_uuid, read_body
+from server.keys import MEMBERS, REGISTRY, REPO, SETTINGS
+from storage import BoardRepo, MemberRepo
+
+Visibility = Literal["private", "signed_in"]
 
 # ------------------------------------------------------------------ bodies
 
 
-class _Body(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    pass
-
-
-class BoardCreate(_Body):
+class BoardCreate(Body):
     title: Title
     description: Text = ""
+    visibility: Visibility = "private"
 
 
-class BoardPatch(_Body):
+class BoardPatch(Body):
     title: Title | None = None
     description: Text | None = None
+    visibility: Visibility | None = None
 
 
-class ColumnCreate(_Body):
+class ColumnCreate(Body):
     title: Title
     after: uuid.UUID | None = None
     before: uuid.UUID | None = None
 
 
-class ColumnPatch(_Body):
+class ColumnPatch(Body):
     title: Title
 
 
-class Placement(_Body):
+class Placement(Body):
     after: uuid.UUID | None = None
     before: uuid.UUID | None = None
 
 
-class CardCreate(_Body):
+class CardCreate(Body):
     column_id: uuid.UUID
     title: Title
     description: Text = ""
@@ -63,26 +72,15 @@ class CardCreate(_Body):
     before: uuid.UUID | None = None
 
 
-class CardPatch(_Body):
+class CardPatch(Body):
     title: Title | None = None
     description: Text | None = None
 
 
-class CardMoveBody(_Body):
+class CardMoveBody(Body):
     column_id: uuid.UUID
     after: uuid.UUID | None = None
     before: uuid.UUID | None = None
-
-
-class ErrorDetail(msgspec.Struct, kw_only=True, omit_defaults=True):
-    code: str
-    message: str
-    request_id: str
-    details: dict[str, Any] | None = None
-
-
-class ErrorBody(msgspec.Struct):
-    error: ErrorDetail
 
 
 class BoardList(msgspec.Struct):
@@ -99,47 +97,29 @@ class CardList(msgspec.Struct):
 
 # ------------------------------------------------------------------ plumbing
 
-_ENCODER = msgspec.json.Encoder()
-
-
-def json_response(value: Any, status: int = 200) -> web.Response:
-    return web.Response(body=_ENCODER.encode(value), status=status, content_type="application/json")
-
-
-async def read_body(request: web.Request, kind: type[Any]) -> Any:
-    raw = await request.read()
-    try:
-        return msgspec.json.decode(raw, type=kind)
-    except msgspec.ValidationError as e:
-        raise bad_request(str(e)) from e
-    except msgspec.DecodeError as e:
-        raise bad_request(f"malformed JSON: {e}") from e
-
-
-def path_uuid(request: web.Request, name: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(request.match_info[name])
-    except ValueError:
-        raise not_found(name.removesuffix("_id"), request.match_info[name]) from None
-
 
 @dataclass(slots=True)
 class Ctx:
     request: web.Request
     repo: BoardRepo
+    members: MemberRepo
     registry: BoardRegistry
     timeout_s: float
+    user: User
+    grant: Grant | None = None
 
 
 def ctx(request: web.Request) -> Ctx:
     app = request.app
-    return Ctx(request, app[REPO], app[REGISTRY], app[SETTINGS].ask_timeout_s)
+    return Ctx(
+        request, app[REPO], app[MEMBERS], app[REGISTRY], app[SETTINGS].ask_timeout_s, current_user(request)
+    )
 
 
 async def _board_access(request: web.Request, action: Action) -> tuple[Ctx, uuid.UUID]:
     cx = ctx(request)
     board_id = path_uuid(request, "board_id")
-    await authorize(cx.repo, resolve_user(request), board_id, action)
+    cx.grant = await authorize(cx.members, cx.user, board_id, action)
     return cx, board_id
 
 
@@ -150,9 +130,8 @@ async def _execute(
     rid = request.headers.get("Idempotency-Key")
     if rid is not None and not 0 < len(rid) <= 64:
         raise bad_request("Idempotency-Key must be 1-64 characters")
-    user = resolve_user(request)
     result: CommandResult = await cx.registry.ask(
-        board_id, Execute(author=user.id, rid=rid, cmd=cmd, received=time.perf_counter()), cx.timeout_s
+        board_id, Execute(author=cx.user.id, rid=rid, cmd=cmd, received=time.perf_counter()), cx.timeout_s
     )
     return result, board_id, cx
 
@@ -173,13 +152,14 @@ def _find(items: list[Any], item_id: uuid.UUID, what: str) -> Any:
 
 
 async def list_boards(request: web.Request) -> web.Response:
-    boards = await ctx(request).repo.list_boards(resolve_user(request).id)
-    return json_response(BoardList(boards))
+    cx = ctx(request)
+    return json_response(BoardList(await cx.repo.list_boards(cx.user.id)))
 
 
 async def create_board(request: web.Request) -> web.Response:
     body: BoardCreate = await read_body(request, BoardCreate)
-    info = await ctx(request).repo.create_board(resolve_user(request).id, body.title, body.description)
+    cx = ctx(request)
+    info = await cx.repo.create_board(cx.user.id, body.title, body.description, body.visibility)
     return json_response(info, 201)
 
 
@@ -191,16 +171,27 @@ async def get_board(request: web.Request) -> web.Response:
 
 async def patch_board(request: web.Request) -> web.Response:
     body: BoardPatch = await read_body(request, BoardPatch)
-    _, board_id, cx = await _execute(
-        request, Action.ADMIN, c.UpdateBoard(title=body.title, description=body.description)
-    )
-    snap = await _snapshot(cx, board_id)
-    return json_response(BoardInfo(id=snap.id, title=snap.title, description=snap.description, seq=snap.seq))
+    if body.title is not None or body.description is not None or body.visibility is None:
+        _, board_id, cx = await _execute(
+            request, Action.ADMIN, c.UpdateBoard(title=body.title, description=body.description)
+        )
+    else:
+        cx, board_id = await _board_access(request, Action.ADMIN)
+    if body.visibility is not None:
+        await cx.members.set_visibility(board_id, body.visibility)
+        if body.visibility == "private":
+            # Signed-in viewers who are not members lose the board at once.
+            cx.registry.tell_if_active(board_id, AccessChanged(user_id=None, role=None, member=False))
+    assert cx.grant is not None
+    info = await cx.members.board_info(board_id, cx.grant.role)
+    if info is None:
+        raise not_found("board", board_id)
+    return json_response(info)
 
 
 async def delete_board(request: web.Request) -> web.Response:
     cx, board_id = await _board_access(request, Action.DELETE)
-    await cx.registry.ask(board_id, DeleteBoard(author=resolve_user(request).id), cx.timeout_s)
+    await cx.registry.ask(board_id, DeleteBoard(author=cx.user.id), cx.timeout_s)
     return web.Response(status=204)
 
 
@@ -334,19 +325,8 @@ async def delete_card(request: web.Request) -> web.Response:
 # ------------------------------------------------------------------ the table
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
-    method: str
-    path: str
-    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    summary: str
-    body: type[Any] | None = None
-    response: type[Any] | None = None
-    status: int = 200
-
-
 _B = "/api/v1/boards/{board_id}"
-ROUTES: list[Route] = [
+BOARD_ROUTES: list[Route] = [
     Route("GET", "/api/v1/boards", list_boards, "Boards the caller belongs to", response=BoardList),
     Route("POST", "/api/v1/boards", create_board, "Create a board", BoardCreate, BoardInfo, 201),
     Route("GET", _B, get_board, "A whole board (snapshot)", response=BoardSnapshot),
@@ -367,3 +347,5 @@ ROUTES: list[Route] = [
     Route("DELETE", f"{_B}/cards/{{card_id}}", delete_card, "Delete a card", status=204),
     Route("POST", f"{_B}/cards/{{card_id}}/move", move_card, "Move a card", CardMoveBody, Card),
 ]
+
+ROUTES: list[Route] = accounts.ROUTES + BOARD_ROUTES + membership.ROUTES

@@ -36,6 +36,7 @@ from actors import (
 from protocol.codec import CODECS, SUBPROTOCOLS, Codec
 from protocol.errors import BoardcastError, CloseCode, ErrorCode
 from protocol.messages import (
+    Access,
     ClientMessage,
     Cmd,
     ErrorMsg,
@@ -48,9 +49,10 @@ from protocol.messages import (
     SetPresence,
     Welcome,
 )
-from server.access import Action, User, action_for, authorize, role_allows
+from server.access import Action, Grant, User, action_for, authorize, forbidden, role_allows
 from server.config import Settings
-from storage import BoardRepo
+from server.ratelimit import LocalBucket
+from storage import MemberRepo
 
 log = structlog.get_logger(__name__)
 
@@ -76,17 +78,18 @@ class Connection:
         "_close_code",
         "_close_reason",
         "_closer",
+        "_command_bucket",
+        "_expiry",
         "_frames_out",
         "_inflight",
         "_inflight_free",
         "_last_seen",
         "_live",
+        "_members",
         "_metrics",
         "_ping_task",
-        "_presence_at",
-        "_presence_tokens",
+        "_presence_bucket",
         "_registry",
-        "_repo",
         "_settings",
         "_transport",
         "_user",
@@ -105,7 +108,7 @@ class Connection:
         codec: Codec,
         user: User,
         registry: BoardRegistry,
-        repo: BoardRepo,
+        members: MemberRepo,
         metrics: Metrics,
         settings: Settings,
         live: LiveConnections,
@@ -122,15 +125,16 @@ class Connection:
         self._live = live
         self._user = user
         self._registry = registry
-        self._repo = repo
+        self._members = members
         self._metrics = metrics
         self._settings = settings
-        self._boards: dict[uuid.UUID, str] = {}  # joined board -> role
+        self._boards: dict[uuid.UUID, Grant] = {}  # joined board -> what this user may do there
         self._inflight = 0
         self._inflight_free: asyncio.Event | None = None  # made only when a client hits the bound
         self._last_seen = time.monotonic()
-        self._presence_tokens = float(settings.rate_presence.count)
-        self._presence_at = self._last_seen
+        self._command_bucket = LocalBucket(settings.rate_ws_commands)
+        self._presence_bucket = LocalBucket(settings.rate_presence)
+        self._expiry: asyncio.TimerHandle | None = None
         self._close_code: int = 1000
         self._close_reason = ""
         self._frames_out = metrics.frames_out.labels(encoding=codec.name)
@@ -164,6 +168,23 @@ class Connection:
         if self._boards.pop(board_id, None) is not None:
             self.send(Left(board_id=board_id, reason=reason))
 
+    def access_changed(self, board_id: uuid.UUID, role: str | None, member: bool, non_members: bool) -> bool:
+        grant = self._boards.get(board_id)
+        if grant is None:
+            return False
+        if non_members and grant.member:
+            return True
+        if role is None:
+            del self._boards[board_id]
+            self.send(Access(board_id=board_id, role=None))
+            self.send(Left(board_id=board_id, reason="access_revoked"))
+            self._log.info("board_access_revoked", board_id=str(board_id))
+            return False
+        self._boards[board_id] = Grant(role, member)
+        if role != grant.role:
+            self.send(Access(board_id=board_id, role=role))
+        return True
+
     # ------------------------------------------------------------------ lifecycle
 
     def _transition(self, expected: ConnState, new: ConnState) -> None:
@@ -192,8 +213,12 @@ class Connection:
 
     async def run(self) -> None:
         self._metrics.connections.inc()
-        self._log.info("ws_connected", encoding=self.codec.name)
+        self._log.info("ws_connected", encoding=self.codec.name, via=self._user.via.value)
         self._live.add(self)
+        expires = self._user.expires_at
+        if expires is not None:
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_at(loop.time() + max(0.0, expires - time.time()), self._token_expired)
         try:
             self.send(
                 Welcome(
@@ -202,10 +227,13 @@ class Connection:
                     heartbeat_s=self._settings.heartbeat_s,
                     max_frame_bytes=self._settings.max_frame_bytes,
                     protocol="boardcast.v1",
+                    expires_at_ms=None if expires is None else int(expires * 1000),
                 )
             )
             await self._reader()
         finally:
+            if self._expiry is not None:
+                self._expiry.cancel()
             if self.state is ConnState.OPEN:
                 self._transition(ConnState.OPEN, ConnState.CLOSING)
             self._live.discard(self)
@@ -224,6 +252,16 @@ class Connection:
                 peer_code=self._ws.close_code,
                 reason=self._close_reason or None,
             )
+
+    def _token_expired(self) -> None:
+        """The credentials this connection was opened with are no longer good."""
+        if self.state is not ConnState.OPEN:
+            return
+        self._send_error(
+            BoardcastError(ErrorCode.TOKEN_EXPIRED, "token expired; reconnect with a fresh token"), None
+        )
+        self._metrics.ws_closed.labels(reason="token_expired").inc()
+        self._begin_close(CloseCode.TOKEN_EXPIRED, "token expired")
 
     def close_going_away(self) -> None:
         """Server shutdown: clients reconnect (elsewhere) and resume."""
@@ -295,12 +333,15 @@ class Connection:
             self._send_error(e, getattr(msg, "rid", None), getattr(msg, "board_id", None))
 
     async def _command(self, msg: Cmd) -> None:
-        role = self._boards.get(msg.board_id)
-        if role is None:
+        grant = self._boards.get(msg.board_id)
+        if grant is None:
             raise BoardcastError(ErrorCode.NOT_JOINED, "join the board before sending commands")
         action = action_for(msg.op)
-        if not role_allows(role, action):
-            raise BoardcastError(ErrorCode.FORBIDDEN, f"a {role} may not {action.value} this board")
+        if not role_allows(grant.role, action):
+            raise forbidden(grant.role, action)
+        wait = self._command_bucket.take(time.monotonic())
+        if wait:
+            raise _limited("ws_commands", wait)
         while self._inflight >= MAX_INFLIGHT:
             # Back-pressure: stop reading this socket until the board answers some commands.
             if self._inflight_free is None:
@@ -330,20 +371,9 @@ class Connection:
     def _presence(self, msg: SetPresence) -> None:
         if msg.board_id not in self._boards:
             raise BoardcastError(ErrorCode.NOT_JOINED, "join the board before setting presence")
-        now = time.monotonic()
-        s = self._settings
-        rate = s.rate_presence
-        self._presence_tokens = min(
-            float(rate.count), self._presence_tokens + (now - self._presence_at) * rate.count / rate.period_s
-        )
-        self._presence_at = now
-        if self._presence_tokens < 1:
-            raise BoardcastError(
-                ErrorCode.RATE_LIMITED,
-                "presence updates too frequent",
-                {"tier": "presence", "retry_after_s": rate.period_s / rate.count},
-            )
-        self._presence_tokens -= 1
+        wait = self._presence_bucket.take(time.monotonic())
+        if wait:
+            raise _limited("presence", wait)
         self._registry.tell(msg.board_id, SetPresenceState(conn_id=self.conn_id, state=msg.state))
 
     async def _join(self, msg: Join) -> None:
@@ -351,9 +381,9 @@ class Connection:
             raise BoardcastError(
                 ErrorCode.TOO_LARGE, f"a connection may join at most {MAX_BOARDS_PER_CONNECTION} boards"
             )
-        role = await authorize(self._repo, self._user, msg.board_id, Action.READ)
+        grant = await authorize(self._members, self._user, msg.board_id, Action.READ)
         # The actor pushes the `joined` frame itself, ahead of any later event.
-        self._boards[msg.board_id] = role
+        self._boards[msg.board_id] = grant
         try:
             await self._registry.ask(
                 msg.board_id,
@@ -386,6 +416,14 @@ class Connection:
 
     def _send_error(self, e: BoardcastError, rid: str | None, board_id: uuid.UUID | None = None) -> None:
         self.send(ErrorMsg(code=e.code, message=e.message, rid=rid, board_id=board_id, details=e.details))
+
+
+def _limited(tier: str, wait: float) -> BoardcastError:
+    return BoardcastError(
+        ErrorCode.RATE_LIMITED,
+        f"too many {tier.replace('_', ' ')}; retry shortly",
+        {"tier": tier, "retry_after_s": round(wait, 3)},
+    )
 
 
 class LiveConnections:

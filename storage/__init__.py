@@ -1,7 +1,19 @@
-"""Everything that speaks SQL: the pool, migrations and the board repository."""
+"""Everything that speaks SQL: the pool, migrations and the repositories."""
 
 from storage.db import create_pool
+from storage.identity import IdentityRepo
+from storage.members import MemberRepo
 from storage.migrate import migrate
 from storage.repo import Batch, BoardRepo, LoadedBoard, StaleBoard, StoredEvent
 
-__all__ = ["Batch", "BoardRepo", "LoadedBoard", "StaleBoard", "StoredEvent", "create_pool", "migrate"]
+__all__ = [
+    "Batch",
+    "BoardRepo",
+    "IdentityRepo",
+    "LoadedBoard",
+    "MemberRepo",
+    "StaleBoard",
+    "StoredEvent",
+    "create_pool",
+    "migrate",
+]

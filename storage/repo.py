@@ -70,26 +70,32 @@ class BoardRepo:
             email,
         )
 
-    async def create_board(self, owner_id: uuid.UUID, title: str, description: str) -> BoardInfo:
+    async def create_board(
+        self, owner_id: uuid.UUID, title: str, description: str, visibility: str = "private"
+    ) -> BoardInfo:
         board_id = uuid.uuid4()
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                "INSERT INTO boards (id, title, description, owner_id) VALUES ($1, $2, $3, $4)",
+                """INSERT INTO boards (id, title, description, owner_id, visibility)
+                   VALUES ($1, $2, $3, $4, $5)""",
                 board_id,
                 title,
                 description,
                 owner_id,
+                visibility,
             )
             await conn.execute(
                 "INSERT INTO board_members (board_id, user_id, role) VALUES ($1, $2, 'owner')",
                 board_id,
                 owner_id,
             )
-        return BoardInfo(id=board_id, title=title, description=description, seq=0, role="owner")
+        return BoardInfo(
+            id=board_id, title=title, description=description, seq=0, role="owner", visibility=visibility
+        )
 
     async def list_boards(self, user_id: uuid.UUID) -> list[BoardInfo]:
         rows = await self._pool.fetch(
-            """SELECT b.id, b.title, b.description, b.seq, m.role
+            """SELECT b.id, b.title, b.description, b.seq, m.role, b.visibility
                FROM board_members m JOIN boards b ON b.id = m.board_id
                WHERE m.user_id = $1 ORDER BY b.created_at, b.id""",
             user_id,

@@ -16,7 +16,7 @@ import redis
 from aiohttp import web
 
 from server.app import create_app
-from server.config import Settings
+from server.config import Rate, Settings
 from tests.services import postgres_database, redis_server
 from tests.wsclient import WsClient
 
@@ -65,6 +65,7 @@ def settings(database_url: str, redis_url: str, redis_prefix: str, tmp_path: Pat
         log_level="warning",
         auth="none",
         rate_limit=False,
+        rate_ws_commands=Rate(1_000_000, 1),  # the core tests pipeline thousands of commands
         redis_prefix=redis_prefix,
         password_hash_profile="fast",
     )

@@ -17,6 +17,8 @@ from server.config import ConfigError, Settings, documented_variables, load_sett
 GOOD_URLS = {
     "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/app",
     "REDIS_URL": "redis://127.0.0.1:6379/0",
+    # production also needs a secret of its own (tests/test_auth_modes.py checks the refusals)
+    "BOARDCAST_SECRET": "a-test-secret-that-is-long-enough-0123456789",
 }
 
 NUMERIC = [(var, default) for var, _, default in documented_variables() if type(default) in (int, float)]

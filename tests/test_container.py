@@ -58,6 +58,7 @@ async def test_the_image_command_serves_and_passes_its_healthcheck(database_url,
     # Tests bind only to loopback; the image binds 0.0.0.0 inside its own network namespace.
     env.update(BOARDCAST_HOST="127.0.0.1", BOARDCAST_PORT=str(port))
     env.update(DATABASE_URL=database_url, REDIS_URL=redis_url)
+    env.update(BOARDCAST_SECRET="an-operator-provided-secret-0123456789abcdef")  # compose passes it in
     log = tmp_path / "serve-1.log"
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
@@ -99,4 +100,6 @@ def test_compose_runs_postgres_redis_a_migration_and_the_server() -> None:
     assert env["BOARDCAST_ENV"] == "production"
     assert env["DATABASE_URL"].startswith("postgresql://") and "@postgres:" in env["DATABASE_URL"]
     assert env["REDIS_URL"].startswith("redis://redis:")
+    # The signing secret comes from the operator's environment, never from the file.
+    assert env["BOARDCAST_SECRET"].startswith("${BOARDCAST_SECRET:?")
     assert services["server"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"

@@ -12,7 +12,7 @@ import pytest
 
 from protocol.commands import Command, Event
 from protocol.messages import ClientMessage, ServerMessage
-from server.rest import ErrorBody
+from server.http import ErrorBody
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md"
 _BLOCKS = re.findall(r"```json\n(.*?)\n```", DOC.read_text(), re.S)

@@ -15,6 +15,6 @@ def test_every_setting_is_in_the_readme_with_its_default() -> None:
     for var, _field, default in documented_variables():
         assert var in rows, f"{var} missing from the README configuration table"
         shown = rows[var].strip().strip("`")
-        expected = "unset" if default is None else str(default)
+        expected = default
         assert shown == expected, f"{var}: README says {shown!r}, code says {expected!r}"
     assert set(rows) == {v for v, _, _ in documented_variables()}

@@ -78,7 +78,14 @@ async def test_board_crud(http, server):
     created = await call(http, "POST", f"{base}{API}", json={"title": "Roadmap", "description": "Q3"})
     assert created.status == 201
     board = created.body
-    assert board == {"id": board["id"], "title": "Roadmap", "description": "Q3", "seq": 0, "role": "owner"}
+    assert board == {
+        "id": board["id"],
+        "title": "Roadmap",
+        "description": "Q3",
+        "seq": 0,
+        "role": "owner",
+        "visibility": "private",
+    }
     assert created.headers.get("X-Request-Id")
 
     listed = await call(http, "GET", f"{base}{API}")

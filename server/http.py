@@ -1,0 +1,70 @@
+"""REST plumbing shared by every route module: the route record, JSON in and out, errors."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from protocol.errors import bad_request, not_found
+from server.guard import Tier
+
+
+class Body(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A request body: unknown fields are refused, not ignored."""
+
+
+class ErrorDetail(msgspec.Struct, kw_only=True, omit_defaults=True):
+    code: str
+    message: str
+    request_id: str
+    details: dict[str, Any] | None = None
+
+
+class ErrorBody(msgspec.Struct):
+    error: ErrorDetail
+
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def json_response(value: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_ENCODER.encode(value), status=status, content_type="application/json")
+
+
+async def read_body(request: web.Request, kind: type[Any]) -> Any:
+    raw = await request.read()
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as e:
+        raise bad_request(str(e)) from e
+    except msgspec.DecodeError as e:
+        raise bad_request(f"malformed JSON: {e}") from e
+
+
+def path_uuid(request: web.Request, name: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.match_info[name])
+    except ValueError:
+        raise not_found(name.removesuffix("_id"), request.match_info[name]) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    summary: str
+    body: type[Any] | None = None
+    response: type[Any] | None = None
+    status: int = 200
+    public: bool = False  # served without credentials (sign-up, sign-in)
+    tier: Tier | None = None  # rate limit tier; None: reads for GET, writes otherwise
+
+    @property
+    def rate_tier(self) -> Tier:
+        return self.tier or Tier.for_method(self.method)
