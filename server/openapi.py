@@ -15,18 +15,24 @@ _PARAM = re.compile(r"{(\w+)}")
 _EXTRA_PATHS: dict[str, dict[str, Any]] = {
     "/health": {
         "get": {
+            "security": [],
             "summary": "Liveness and dependencies",
             "responses": {"200": {"description": "healthy"}, "503": {"description": "a dependency is down"}},
         }
     },
     "/metrics": {
         "get": {
+            "security": [],
             "summary": "Prometheus metrics",
             "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {}}}},
         }
     },
     "/openapi.json": {
-        "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}
+        "get": {
+            "summary": "This document",
+            "security": [],
+            "responses": {"200": {"description": "OpenAPI 3.1"}},
+        }
     },
     "/ws": {
         "get": {
@@ -56,6 +62,8 @@ def build_openapi(version: str) -> dict[str, Any]:
             ],
             "responses": {"default": error},
         }
+        if r.public:
+            op["security"] = []
         if r.body is not None:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref[r.body]}}}
             op["parameters"].append(
@@ -76,5 +84,14 @@ def build_openapi(version: str) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "Boardcast", "version": version},
         "paths": paths,
-        "components": {"schemas": components},
+        # docs/ACCESS.md: an access token, a personal API token or an OIDC provider's JWT as
+        # Bearer, or the access cookie (mutations then need the X-CSRF-Token header).
+        "security": [{"bearer": []}, {"cookie": []}],
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "cookie": {"type": "apiKey", "in": "cookie", "name": "boardcast_access"},
+            },
+        },
     }

@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from tests.conftest import free_port
+from tests.identity import register, ws_url_with_token
 from tests.wsclient import WsClient
 
 pytestmark = pytest.mark.timeout(240)
@@ -141,10 +142,17 @@ async def test_serve_with_no_urls_runs_embedded_databases_and_stops_them_on_sigt
         assert health["postgres"]["ok"] is True and health["redis"]["ok"] is True
         assert (data_dir / "postgres" / "PG_VERSION").exists()
 
-        async with http.post(f"{base}/api/v1/boards", json={"title": "My first board"}) as r:
+        # A newcomer's server asks for credentials like any other: sign up first.
+        async with http.get(f"{base}/api/v1/boards") as r:
+            assert r.status == 401
+        me = await register(http, base)
+        async with http.post(
+            f"{base}/api/v1/boards", json={"title": "My first board"}, headers=me.headers
+        ) as r:
             assert r.status == 201, await r.text()
             board = await r.json()
-        client = await WsClient.connect(http, f"ws://127.0.0.1:{port}/ws", "json")
+        ws_url = ws_url_with_token(f"ws://127.0.0.1:{port}/ws", me.access_token)
+        client = await WsClient.connect(http, ws_url, "json")
         joined = await client.join(board["id"])
         assert joined["type"] == "joined" and joined["seq"] == 0
         ack = await client.cmd(board["id"], {"op": "column.create", "title": "Todo"})
@@ -194,16 +202,20 @@ async def test_serve_keeps_its_data_across_a_restart(tmp_path, data_root):
     async with aiohttp.ClientSession() as http:
         async with serving(tmp_path, data_root / "data", port) as (proc, _):
             await wait_healthy(proc, base, http, tmp_path)
-            async with http.post(f"{base}/api/v1/boards", json={"title": "Kept"}) as r:
+            me = await register(http, base)
+            async with http.post(f"{base}/api/v1/boards", json={"title": "Kept"}, headers=me.headers) as r:
                 board = await r.json()
-            async with http.post(f"{base}/api/v1/boards/{board['id']}/columns", json={"title": "Col"}) as r:
+            async with http.post(
+                f"{base}/api/v1/boards/{board['id']}/columns", json={"title": "Col"}, headers=me.headers
+            ) as r:
                 assert r.status == 201
             proc.send_signal(signal.SIGTERM)
             async with asyncio.timeout(60):
                 assert await proc.wait() == 0
         async with serving(tmp_path, data_root / "data", port) as (proc, data_dir):
             await wait_healthy(proc, base, http, tmp_path)
-            async with http.get(f"{base}/api/v1/boards/{board['id']}") as r:
+            # the account and its session survive the restart too
+            async with http.get(f"{base}/api/v1/boards/{board['id']}", headers=me.headers) as r:
                 assert r.status == 200
                 snap = await r.json()
             assert snap["title"] == "Kept" and [c["title"] for c in snap["columns"]] == ["Col"]

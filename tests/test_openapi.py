@@ -12,8 +12,10 @@ import jsonschema
 import msgspec
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
-from server.rest import ROUTES
+from server import accounts, membership
+from server.rest import BOARD_ROUTES, ROUTES
 from tests.conftest import create_board, create_column
+from tests.identity import register
 
 METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
 
@@ -114,6 +116,29 @@ def _candidates(ids: dict[str, str]) -> list[Any]:
         {"column_id": col, "rank": 3},
         {"title": "t", "after": col},
         {"title": "t", "before": col},
+        {"email": "a@b.io", "password": "long enough", "name": "Ann"},
+        {"email": "a@b.io", "password": "short", "name": "Ann"},
+        {"email": "not-an-email", "password": "long enough", "name": "Ann"},
+        {"email": "a@b.io", "password": "x"},
+        {"email": "a@b.io", "password": "x", "session": "cookie"},
+        {"email": "a@b.io", "password": "x", "session": "jar"},
+        {"refresh_token": "bcr_x"},
+        {"refresh_token": ""},
+        {"current_password": "x", "new_password": "long enough"},
+        {"name": "ci", "expires_in_days": 30},
+        {"name": "ci", "expires_in_days": 0},
+        {"user_id": col, "role": "member"},
+        {"email": "a@b.io", "role": "viewer"},
+        {"user_id": col, "role": "king"},
+        {"role": "admin"},
+        {"role": "owner"},
+        {"user_id": col},
+        {"role": "member", "expires_in_s": 60, "max_uses": 3},
+        {"max_uses": 0},
+        {"expires_in_s": 10**9},
+        {"token": "bci_x"},
+        {"visibility": "signed_in"},
+        {"visibility": "public"},
     ]
     return bodies
 
@@ -155,6 +180,7 @@ async def test_bodies_the_schema_rejects_are_refused_by_the_server(http, server)
     ) as r:
         card = await r.json()
     fill = {"board_id": bid, "column_id": col["id"], "card_id": card["id"]}
+    fill.update({k: str(uuid.uuid4()) for k in ("user_id", "token_id", "invitation_id")})
     for r in ROUTES:
         if r.body is None:
             continue
@@ -223,4 +249,70 @@ async def test_real_responses_match_their_documented_schemas(http, server):
     await check("DELETE", f"{b}/cards/{{card_id}}", ku)
     await check("DELETE", f"{b}/columns/{{column_id}}", cu)
     await check("DELETE", b, f"/api/v1/boards/{bid}")
-    assert seen == {(r.path, r.method.lower()) for r in ROUTES}
+    assert seen == {(r.path, r.method.lower()) for r in BOARD_ROUTES}
+
+
+async def test_identity_responses_match_their_documented_schemas(http, start_server):
+    srv = await start_server(auth="jwt")
+    spec = await fetch_spec(http, srv)
+    seen: set[tuple[str, str]] = set()
+
+    async def check(method: str, template: str, url: str, auth: Any = None, **kw: Any) -> Any:
+        headers = auth.headers if auth is not None else None
+        async with http.request(method, srv.base + url, headers=headers, **kw) as resp:
+            body = await resp.json() if resp.status != 204 else None
+            op = spec["paths"][template][method.lower()]
+            assert str(resp.status) in op["responses"], (method, url, resp.status, body)
+            if body is not None:
+                errors = list(
+                    validator(spec, response_schema(spec, template, method, resp.status)).iter_errors(body)
+                )
+                assert errors == [], (method, url, body, errors)
+            seen.add((template, method.lower()))
+            return body
+
+    a, m = "/api/v1/auth", "/api/v1/users/me"
+    reg = {"email": "schema-owner@example.test", "password": "long enough", "name": "Owner"}
+    session = await check("POST", f"{a}/register", f"{a}/register", json=reg)
+    login = await check(
+        "POST", f"{a}/login", f"{a}/login", json={"email": reg["email"], "password": "long enough"}
+    )
+    await check("POST", f"{a}/refresh", f"{a}/refresh", json={"refresh_token": login["refresh_token"]})
+    owner = await register(http, srv.base)
+    other = await register(http, srv.base)
+    await check("GET", m, m, owner)
+    await check(
+        "POST",
+        f"{m}/password",
+        f"{m}/password",
+        owner,
+        json={"current_password": owner.password, "new_password": "another long one"},
+    )
+    tok = await check("POST", f"{m}/tokens", f"{m}/tokens", owner, json={"name": "ci"})
+    await check("GET", f"{m}/tokens", f"{m}/tokens", owner)
+    await check("DELETE", f"{m}/tokens/{{token_id}}", f"{m}/tokens/{tok['id']}", owner)
+    bid = (await create_board_as(http, srv.base, owner))["id"]
+    b, bb = "/api/v1/boards/{board_id}", f"/api/v1/boards/{bid}"
+    await check(
+        "POST", f"{b}/members", f"{bb}/members", owner, json={"user_id": other.user_id, "role": "member"}
+    )
+    await check("GET", f"{b}/members", f"{bb}/members", owner)
+    mu = f"{b}/members/{{user_id}}"
+    await check("PATCH", mu, f"{bb}/members/{other.user_id}", owner, json={"role": "admin"})
+    await check("POST", f"{b}/transfer", f"{bb}/transfer", owner, json={"user_id": other.user_id})
+    await check("DELETE", mu, f"{bb}/members/{owner.user_id}", other)
+    inv = await check("POST", f"{b}/invitations", f"{bb}/invitations", other, json={"role": "viewer"})
+    await check("GET", f"{b}/invitations", f"{bb}/invitations", other)
+    accept = "/api/v1/invitations/accept"
+    await check("POST", accept, accept, owner, json={"token": inv["token"]})
+    await check("POST", f"{b}/leave", f"{bb}/leave", owner)
+    await check("DELETE", f"{b}/invitations/{{invitation_id}}", f"{bb}/invitations/{inv['id']}", other)
+    await check("POST", f"{a}/logout", f"{a}/logout", json={"refresh_token": session["refresh_token"]})
+    assert seen == {(r.path, r.method.lower()) for r in accounts.ROUTES + membership.ROUTES}
+
+
+async def create_board_as(http: Any, base: str, who: Any) -> dict[str, Any]:
+    async with http.post(f"{base}/api/v1/boards", json={"title": "B"}, headers=who.headers) as r:
+        assert r.status == 201
+        body: dict[str, Any] = await r.json()
+        return body
