@@ -102,14 +102,6 @@ class BoardRepo:
         )
         return [BoardInfo(**dict(r)) for r in rows]
 
-    async def member_role(self, board_id: uuid.UUID, user_id: uuid.UUID) -> str | None:
-        role: str | None = await self._pool.fetchval(
-            "SELECT role FROM board_members WHERE board_id = $1 AND user_id = $2",
-            board_id,
-            user_id,
-        )
-        return role
-
     async def load_board(self, board_id: uuid.UUID, recent: int) -> LoadedBoard | None:
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             b = await conn.fetchrow(
