@@ -58,7 +58,9 @@ async def register(
     )
 
 
-async def login(http: aiohttp.ClientSession, base: str, email: str, password: str = PASSWORD) -> dict[str, Any]:
+async def login(
+    http: aiohttp.ClientSession, base: str, email: str, password: str = PASSWORD
+) -> dict[str, Any]:
     async with http.post(f"{base}/api/v1/auth/login", json={"email": email, "password": password}) as r:
         assert r.status == 200, await r.text()
         body: dict[str, Any] = await r.json()

@@ -1,0 +1,418 @@
+"""Board access over WebSocket (docs/ACCESS.md): joins and commands per role, and what a
+connected client is told when its access changes under it."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import jwt
+import pytest
+
+from tests.conftest import ENCODINGS, RunningServer
+from tests.identity import Account, ws_url_with_token
+from tests.roles import accounts, board_url, board_with_roles, call, set_visibility
+from tests.wsclient import WsClient, new_rid
+
+WsFactory = Callable[..., Awaitable[WsClient]]
+
+
+@pytest.fixture
+async def ws_as(http: aiohttp.ClientSession) -> AsyncIterator[WsFactory]:
+    """Connect as an account (token in the query string); every client closed at the end."""
+    clients: list[WsClient] = []
+
+    async def make(srv: RunningServer, who: Account, encoding: str = "json") -> WsClient:
+        c = await WsClient.connect(http, ws_url_with_token(srv.ws_url, who.access_token), encoding)
+        assert c.welcome["user_id"] == who.user_id, c.welcome
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        await c.close()
+
+
+async def _column(http: aiohttp.ClientSession, base: str, bid: str, who: Account, title: str = "Todo") -> str:
+    r = await call(http, "POST", board_url(base, bid, "/columns"), who, json={"title": title})
+    assert r.status == 201, r.body
+    return str(r.body["id"])
+
+
+async def _card(http: aiohttp.ClientSession, base: str, bid: str, who: Account, column_id: str) -> str:
+    r = await call(
+        http, "POST", board_url(base, bid, "/cards"), who, json={"column_id": column_id, "title": "K"}
+    )
+    assert r.status == 201, r.body
+    return str(r.body["id"])
+
+
+async def _seq(http: aiohttp.ClientSession, base: str, bid: str, who: Account) -> int:
+    r = await call(http, "GET", board_url(base, bid), who)
+    assert r.status == 200, r.body
+    return int(r.body["seq"])
+
+
+def _assert_refused(answer: dict[str, Any], code: str, rid: str, bid: str) -> None:
+    assert answer["type"] == "error", answer
+    assert answer["code"] == code, answer
+    assert answer["rid"] == rid and answer["board_id"] == bid, answer
+    assert isinstance(answer["message"], str) and answer["message"]
+
+
+def _after(log: list[dict[str, Any]], marker: dict[str, Any]) -> list[dict[str, Any]]:
+    """Messages received after ``marker`` (compared by identity)."""
+    for i, m in enumerate(log):
+        if m is marker:
+            return log[i + 1 :]
+    raise AssertionError("marker not in log")
+
+
+def _is_access(bid: str, role: str | None) -> Callable[[dict[str, Any]], bool]:
+    return lambda m: str(m.get("board_id")) == bid and m.get("role") == role
+
+
+def _assert_access(m: dict[str, Any], bid: str, role: str | None) -> None:
+    assert m["type"] == "access" and m["board_id"] == bid, m
+    assert "role" in m and m["role"] == role, m  # null is spelled out (docs/ACCESS.md, PROTOCOL.md)
+
+
+async def _expect_revoked(c: WsClient, bid: str) -> None:
+    """`access` with no role, then `left` with reason access_revoked; the socket stays open."""
+    access = await c.expect("access", lambda m: str(m.get("board_id")) == bid)
+    _assert_access(access, bid, None)
+    left = await c.expect("left", lambda m: str(m.get("board_id")) == bid)
+    assert left["reason"] == "access_revoked" and "rid" not in left, left
+    assert c.log.index(access) < c.log.index(left)
+    await c.ping()
+    assert not c.closed.is_set()
+
+
+async def _presence_gone(watcher: WsClient, bid: str, tabs: list[WsClient]) -> None:
+    """Other viewers see the dropped connections leave the board's presence."""
+    gone = {t.welcome["conn_id"] for t in tabs}
+
+    def left(log: list[dict[str, Any]]) -> set[str]:
+        return {
+            x["conn_id"]
+            for m in log
+            if m.get("type") == "presence" and str(m.get("board_id")) == bid
+            for x in m.get("left", [])
+        }
+
+    await watcher.wait_until(lambda log: gone <= left(log), what="presence left for the dropped connections")
+
+
+# ------------------------------------------------------------------ joining
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+async def test_each_role_may_join_and_nobody_else_learns_the_board_exists(
+    http, start_server, ws_as, encoding
+):
+    srv = await start_server(auth="jwt")
+    people = await accounts(http, srv.base, "owner", "admin", "member", "viewer", "outsider")
+    bid = await board_with_roles(http, srv.base, people)
+    col = await _column(http, srv.base, bid, people["owner"])
+    seq = await _seq(http, srv.base, bid, people["owner"])
+
+    for role in ("owner", "admin", "member", "viewer"):
+        c = await ws_as(srv, people[role], encoding)
+        joined = await c.join(bid)
+        assert joined["type"] == "joined", (role, joined)
+        assert [x["id"] for x in joined["snapshot"]["columns"]] == [col]
+
+    c = await ws_as(srv, people["outsider"], encoding)
+    refused = await c.request({"type": "join", "rid": "j-secret", "board_id": bid})
+    _assert_refused(refused, "not_found", "j-secret", bid)
+    missing = str(uuid.uuid4())
+    unknown = await c.request({"type": "join", "rid": "j-nothing", "board_id": missing})
+    _assert_refused(unknown, "not_found", "j-nothing", missing)
+
+    def normalised(m: dict[str, Any], board_id: str) -> str:
+        return json.dumps({k: v for k, v in m.items() if k != "rid"}, sort_keys=True).replace(board_id, "<b>")
+
+    assert normalised(refused, bid) == normalised(unknown, missing)
+
+    # the refused join left nothing behind: commands are not_joined
+    answer = await c.cmd(bid, {"op": "column.create", "title": "X"}, rid="c-after")
+    _assert_refused(answer, "not_joined", "c-after", bid)
+    assert await _seq(http, srv.base, bid, people["owner"]) == seq
+
+    # a signed_in board is open to every signed-in user, as a viewer
+    await set_visibility(http, srv.base, bid, people["owner"], "signed_in")
+    joined = await c.join(bid)
+    assert joined["type"] == "joined", joined
+    answer = await c.cmd(bid, {"op": "column.create", "title": "X"}, rid="c-viewer")
+    _assert_refused(answer, "forbidden", "c-viewer", bid)
+
+
+async def test_upgrade_needs_a_valid_token(http, start_server):
+    srv = await start_server(auth="jwt")
+    (ann,) = (await accounts(http, srv.base, "ann")).values()
+    protocols = ("boardcast.v1.json",)
+    claims = jwt.decode(ann.access_token, options={"verify_signature": False})
+    now = int(time.time())
+    forged = jwt.encode(
+        {**claims, "iat": now, "exp": now + 600}, "not-the-server-secret" * 2, algorithm="HS256"
+    )
+    unsigned = jwt.encode({**claims, "iat": now, "exp": now + 600}, None, algorithm="none")
+    for label, url, headers in [
+        ("no token", srv.ws_url, None),
+        ("garbage", ws_url_with_token(srv.ws_url, "not-a-token"), None),
+        ("forged signature", ws_url_with_token(srv.ws_url, forged), None),
+        ("alg none", ws_url_with_token(srv.ws_url, unsigned), None),
+        ("garbage bearer", srv.ws_url, {"Authorization": "Bearer not-a-token"}),
+    ]:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+            ws = await http.ws_connect(url, protocols=protocols, headers=headers)
+            await ws.close()
+        assert caught.value.status == 401, (label, caught.value)
+
+    # the same account with its real token, in the header this time
+    ws = await http.ws_connect(srv.ws_url, protocols=protocols, headers=ann.headers)
+    try:
+        welcome = await ws.receive_json(timeout=10)
+        assert welcome["type"] == "welcome" and welcome["user_id"] == ann.user_id
+    finally:
+        await ws.close()
+
+
+# ------------------------------------------------------------------ commands by role
+
+
+def _every_op(column: str, column2: str, card: str) -> list[dict[str, Any]]:
+    return [
+        {"op": "column.create", "title": "X"},
+        {"op": "column.update", "column_id": column, "title": "Y"},
+        {"op": "column.move", "column_id": column, "after": column2},
+        {"op": "card.create", "column_id": column, "title": "Z"},
+        {"op": "card.update", "card_id": card, "title": "W"},
+        {"op": "card.move", "card_id": card, "column_id": column2},
+        {"op": "card.delete", "card_id": card},
+        {"op": "column.delete", "column_id": column},
+        {"op": "board.update", "title": "Mine now"},
+    ]
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+async def test_a_viewers_commands_are_forbidden_and_change_nothing(http, start_server, ws_as, encoding):
+    srv = await start_server(auth="jwt")
+    people = await accounts(http, srv.base, "owner", "viewer")
+    owner = people["owner"]
+    bid = await board_with_roles(http, srv.base, people)
+    col, col2 = await _column(http, srv.base, bid, owner, "A"), await _column(http, srv.base, bid, owner, "B")
+    card = await _card(http, srv.base, bid, owner, col)
+    seq = await _seq(http, srv.base, bid, owner)
+    watcher = await ws_as(srv, owner, encoding)
+    await watcher.join(bid)
+    viewer = await ws_as(srv, people["viewer"], encoding)
+    await viewer.join(bid)
+
+    for op in _every_op(col, col2, card):
+        rid = new_rid()
+        _assert_refused(await viewer.cmd(bid, op, rid=rid), "forbidden", rid, bid)
+
+    assert await _seq(http, srv.base, bid, owner) == seq
+    await watcher.ping()
+    assert watcher.events(bid) == [] and viewer.events(bid) == []
+
+    # still joined and still told about changes
+    await _column(http, srv.base, bid, owner, "C")
+    await viewer.wait_seq(bid, seq + 1)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+async def test_members_change_columns_and_cards_but_only_admins_change_the_board(
+    http, start_server, ws_as, encoding
+):
+    srv = await start_server(auth="jwt")
+    people = await accounts(http, srv.base, "owner", "admin", "member")
+    owner = people["owner"]
+    bid = await board_with_roles(http, srv.base, people)
+    col, col2 = await _column(http, srv.base, bid, owner, "A"), await _column(http, srv.base, bid, owner, "B")
+    card = await _card(http, srv.base, bid, owner, col)
+    member = await ws_as(srv, people["member"], encoding)
+    await member.join(bid)
+    seq = await _seq(http, srv.base, bid, owner)
+
+    *writes, board_update = _every_op(col, col2, card)
+    for op in writes:
+        answer = await member.cmd(bid, op)
+        assert answer["type"] == "ack", (op, answer)
+    seq += len(writes)
+    assert await _seq(http, srv.base, bid, owner) == seq
+
+    rid = new_rid()
+    _assert_refused(await member.cmd(bid, board_update, rid=rid), "forbidden", rid, bid)
+    assert await _seq(http, srv.base, bid, owner) == seq
+
+    for role in ("admin", "owner"):
+        c = await ws_as(srv, people[role], encoding)
+        await c.join(bid)
+        answer = await c.cmd(bid, {"op": "board.update", "title": f"By the {role}"})
+        assert answer["type"] == "ack", (role, answer)
+    snapshot = (await call(http, "GET", board_url(srv.base, bid), owner)).body
+    assert snapshot["title"] == "By the owner" and snapshot["seq"] == seq + 2
+
+
+# ------------------------------------------------------------------ access changing under a connection
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+async def test_a_removed_member_is_told_on_every_connection_and_hears_nothing_more(
+    http, start_server, ws_as, encoding
+):
+    srv = await start_server(auth="jwt")
+    people = await accounts(http, srv.base, "owner", "member")
+    owner, bob = people["owner"], people["member"]
+    bid = await board_with_roles(http, srv.base, people)
+    other = await board_with_roles(http, srv.base, people, title="Other")  # bob stays on this one
+    col = await _column(http, srv.base, bid, owner)
+    watcher = await ws_as(srv, owner, encoding)
+    await watcher.join(bid)
+    tabs = [await ws_as(srv, bob, encoding) for _ in range(2)]
+    for tab in tabs:
+        await tab.join(bid)
+        await tab.join(other)
+    elsewhere = await ws_as(srv, bob, encoding)  # connected, but has not joined the board
+    await elsewhere.join(other)
+
+    r = await call(http, "DELETE", board_url(srv.base, bid, f"/members/{bob.user_id}"), owner)
+    assert r.status == 204, r.body
+    for tab in tabs:
+        await _expect_revoked(tab, bid)
+    await _presence_gone(watcher, bid, tabs)
+    await elsewhere.ping()
+    assert [m for m in elsewhere.log if m["type"] in ("access", "left")] == []
+
+    seq = await _seq(http, srv.base, bid, owner)
+    for tab in tabs:
+        rid = new_rid()
+        _assert_refused(
+            await tab.cmd(bid, {"op": "card.create", "column_id": col, "title": "x"}, rid=rid),
+            "not_joined",
+            rid,
+            bid,
+        )
+    assert await _seq(http, srv.base, bid, owner) == seq
+
+    # changes go on without them
+    await _card(http, srv.base, bid, owner, col)
+    await watcher.wait_seq(bid, seq + 1)
+    for tab in tabs:
+        await tab.ping()
+        assert [e["seq"] for e in tab.events(bid) if e["seq"] > seq] == []
+        # the other board is unaffected
+        answer = await tab.cmd(other, {"op": "column.create", "title": "still here"})
+        assert answer["type"] == "ack", answer
+
+    # and the board is gone for them
+    rid = new_rid()
+    _assert_refused(
+        await tabs[0].request({"type": "join", "rid": rid, "board_id": bid}), "not_found", rid, bid
+    )
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+async def test_a_role_change_is_announced_and_the_next_command_obeys_it(http, start_server, ws_as, encoding):
+    srv = await start_server(auth="jwt")
+    people = await accounts(http, srv.base, "owner", "member")
+    owner, bob = people["owner"], people["member"]
+    bid = await board_with_roles(http, srv.base, people)
+    col = await _column(http, srv.base, bid, owner)
+    c = await ws_as(srv, bob, encoding)
+    await c.join(bid)
+    role_url = board_url(srv.base, bid, f"/members/{bob.user_id}")
+
+    async def set_role(role: str) -> dict[str, Any]:
+        r = await call(http, "PATCH", role_url, owner, json={"role": role})
+        assert r.status == 200 and r.body["role"] == role, r.body
+        access = await c.expect("access", _is_access(bid, role))
+        _assert_access(access, bid, role)
+        return access
+
+    access = await set_role("viewer")
+    seq = await _seq(http, srv.base, bid, owner)
+    rid = new_rid()
+    _assert_refused(await c.cmd(bid, {"op": "column.create", "title": "x"}, rid=rid), "forbidden", rid, bid)
+    assert await _seq(http, srv.base, bid, owner) == seq
+    assert not [m for m in _after(c.log, access) if m["type"] == "left"], "a demoted viewer stays joined"
+    await _column(http, srv.base, bid, owner, "by owner")
+    await c.wait_seq(bid, seq + 1)
+
+    await set_role("member")
+    answer = await c.cmd(bid, {"op": "card.create", "column_id": col, "title": "back"})
+    assert answer["type"] == "ack", answer
+    rid = new_rid()
+    _assert_refused(await c.cmd(bid, {"op": "board.update", "title": "t"}, rid=rid), "forbidden", rid, bid)
+
+    await set_role("admin")
+    answer = await c.cmd(bid, {"op": "board.update", "title": "Promoted"})
+    assert answer["type"] == "ack", answer
+
+
+async def test_a_demotion_applies_to_a_command_sent_right_after_the_rest_answer(http, start_server, ws_as):
+    """Once PATCH .../members/{id} has answered, the old role is gone: a command sent at once,
+    without waiting for the `access` frame, is already checked against the new role."""
+    srv = await start_server(auth="jwt")
+    people = await accounts(http, srv.base, "owner", "member")
+    owner, bob = people["owner"], people["member"]
+    bid = await board_with_roles(http, srv.base, people)
+    c = await ws_as(srv, bob)
+    await c.join(bid)
+    seq = await _seq(http, srv.base, bid, owner)
+
+    r = await call(
+        http, "PATCH", board_url(srv.base, bid, f"/members/{bob.user_id}"), owner, json={"role": "viewer"}
+    )
+    assert r.status == 200, r.body
+    rid = new_rid()
+    _assert_refused(
+        await c.cmd(bid, {"op": "column.create", "title": "late"}, rid=rid), "forbidden", rid, bid
+    )
+    assert await _seq(http, srv.base, bid, owner) == seq
+    await c.wait_until(lambda log: any(m["type"] == "access" for m in log), what="the access frame")
+    (access,) = [m for m in c.log if m["type"] == "access"]
+    _assert_access(access, bid, "viewer")
+
+
+async def test_making_a_board_private_drops_signed_in_strangers_but_not_members(http, start_server, ws_as):
+    srv = await start_server(auth="jwt")
+    people = await accounts(http, srv.base, "owner", "viewer", "stranger")
+    owner, stranger = people["owner"], people["stranger"]
+    bid = await board_with_roles(http, srv.base, people)
+    await set_visibility(http, srv.base, bid, owner, "signed_in")
+    col = await _column(http, srv.base, bid, owner)
+    tabs = [await ws_as(srv, stranger) for _ in range(2)]
+    for tab in tabs:
+        joined = await tab.join(bid)
+        assert joined["type"] == "joined", joined
+    member_view = await ws_as(srv, people["viewer"])
+    await member_view.join(bid)
+
+    await set_visibility(http, srv.base, bid, owner, "private")
+    await _presence_gone(member_view, bid, tabs)
+    for tab in tabs:
+        await _expect_revoked(tab, bid)
+        rid = new_rid()
+        _assert_refused(
+            await tab.cmd(bid, {"op": "column.create", "title": "x"}, rid=rid), "not_joined", rid, bid
+        )
+    rid = new_rid()
+    _assert_refused(
+        await tabs[0].request({"type": "join", "rid": rid, "board_id": bid}), "not_found", rid, bid
+    )
+
+    # the board's own viewer keeps watching, and is not told anything about access
+    seq = await _seq(http, srv.base, bid, owner)
+    await _card(http, srv.base, bid, owner, col)
+    await member_view.wait_seq(bid, seq + 1)
+    assert [m for m in member_view.log if m["type"] in ("access", "left")] == []
+    for tab in tabs:
+        await tab.ping()
+        assert [e for e in tab.events(bid) if e["seq"] > seq] == []
