@@ -33,7 +33,10 @@ from storage.identity import ApiTokenRecord, EmailTaken, TooManyTokens, UserReco
 
 log = structlog.get_logger(__name__)
 
-Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254, pattern=r"^[^@\s\x00]+@[^@\s\x00]+$")]
+# (?!\n) because `$` also matches before a final newline: "ann@x.io\n" is not an address.
+Email = Annotated[
+    str, msgspec.Meta(min_length=3, max_length=254, pattern=r"^[^@\s\x00]+@[^@\s\x00]+(?!\n)$")
+]
 NewPassword = Annotated[str, msgspec.Meta(min_length=8, max_length=256, pattern="^[^\x00]*$")]
 Password = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 Opaque = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
@@ -204,7 +207,7 @@ async def login(request: web.Request) -> web.Response:
     app = request.app
     # Guessing one account's password from many addresses is throttled per email too.
     guard = app[GUARD]
-    await guard.admit(request, Tier.AUTH, f"email:{body.email.lower()}", report=False)
+    await guard.admit(request, Tier.AUTH, f"email:{body.email.lower()}")
     record = await app[IDENTITY].user_by_email(body.email)
     if not await app[AUTH].check_password(record, body.password) or record is None:
         app[AUTH].metrics_event("login", "refused")

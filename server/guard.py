@@ -59,7 +59,10 @@ class Guard:
         return self._s.rate_limit
 
     def client(self, request: web.Request) -> str:
-        return client_ip(request.remote, request.headers.get("X-Forwarded-For"), self._s.trusted_proxies)
+        # Several header lines are one comma-separated list (RFC 9110 5.3); a proxy may add its
+        # own line after one the client sent.
+        forwarded = ",".join(request.headers.getall("X-Forwarded-For", ())) or None
+        return client_ip(request.remote, forwarded, self._s.trusted_proxies)
 
     def subject(self, request: web.Request, user: User | None, tier: Tier) -> str:
         """Whose bucket: the user's when signed in, else (and always for sign-in attempts) the
@@ -84,7 +87,11 @@ class Guard:
             self._metrics.rate_limiter_up.set(1)
             log.info("rate_limiter_recovered")
         if report:
-            request[RATE] = decision
+            # With two limits on one request (login: address and email), the headers report
+            # the tighter one.
+            shown = request.get(RATE)
+            if shown is None or not decision.allowed or decision.remaining < shown.remaining:
+                request[RATE] = decision
         if decision.allowed:
             self._outcomes[tier, "allowed"].inc()
             return

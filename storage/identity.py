@@ -263,11 +263,12 @@ class IdentityRepo:
     async def api_token_user(
         self, token_hash: bytes
     ) -> tuple[UserRecord, uuid.UUID, dt.datetime | None] | None:
-        """The owner of a live API token (and the token's id and expiry); marks it used."""
+        """The owner of an unrevoked API token (and the token's id and expiry, which the caller
+        checks); marks it used unless it has expired."""
         row = await self._pool.fetchrow(
-            """UPDATE api_tokens t SET last_used_at = now()
+            """UPDATE api_tokens t SET last_used_at = CASE
+                    WHEN t.expires_at IS NULL OR t.expires_at > now() THEN now() ELSE t.last_used_at END
                 FROM users u WHERE t.token_hash = $1 AND u.id = t.user_id AND t.revoked_at IS NULL
-                AND (t.expires_at IS NULL OR t.expires_at > now())
                 RETURNING t.id AS token_id, t.expires_at, u.id, u.name, u.email, u.password_hash,
                     u.external_issuer IS NOT NULL AS external""",
             token_hash,
