@@ -3,6 +3,7 @@ refuses bad configuration with exit code 2."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from server.app import VERSION
-from server.config import ConfigError, Settings, documented_variables, load_settings
+from server.config import ConfigError, Rate, Settings, documented_variables, load_settings
 
 GOOD_URLS = {
     "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/app",
@@ -21,7 +22,13 @@ GOOD_URLS = {
     "BOARDCAST_SECRET": "a-test-secret-that-is-long-enough-0123456789",
 }
 
-NUMERIC = [(var, default) for var, _, default in documented_variables() if type(default) in (int, float)]
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Settings)}
+NUMERIC = [
+    (var, _DEFAULTS[field])
+    for var, field, _ in documented_variables()
+    if type(_DEFAULTS[field]) in (int, float)
+]
+assert len(NUMERIC) >= 15  # an empty list would skip the numeric tests without a word
 
 
 def refused(environ: dict[str, str], **overrides: Any) -> str:
@@ -74,6 +81,46 @@ def test_bad_port_names_the_variable(raw):
 @pytest.mark.parametrize("raw", ["staging", "Production", "prod"])
 def test_bad_env_names_the_variable(raw):
     assert "BOARDCAST_ENV" in refused({"BOARDCAST_ENV": raw})
+
+
+RATES = [var for var, field, _ in documented_variables() if isinstance(_DEFAULTS[field], Rate)]
+
+
+@pytest.mark.parametrize("var", RATES)
+@pytest.mark.parametrize(
+    "raw", ["600", "600/", "/60", "0/60", "10/0", "-1/60", "ten/60", "10/nan", "10/inf", "1.5/60"]
+)
+def test_every_rate_refuses_what_is_not_count_per_seconds(var, raw):
+    msg = refused({var: raw})
+    assert var in msg and "COUNT/SECONDS" in msg, msg
+
+
+@pytest.mark.parametrize("var", RATES)
+def test_every_rate_reads_count_and_seconds(var):
+    field = dict((v, f) for v, f, _ in documented_variables())[var]
+    assert getattr(load_settings({var: "7/2.5"}), field) == Rate(7, 2.5)
+
+
+def test_rates_exist_for_every_tier():
+    assert set(RATES) == {
+        f"BOARDCAST_RATE_{t}" for t in ("READS", "WRITES", "AUTH", "WS_COMMANDS", "PRESENCE")
+    }
+
+
+def test_trusted_proxies_are_addresses_or_networks():
+    s = load_settings({"BOARDCAST_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.7,::1"})
+    assert [str(n) for n in s.trusted_proxies] == ["10.0.0.0/8", "192.168.1.7/32", "::1/128"]
+    assert "BOARDCAST_TRUSTED_PROXIES" in refused({"BOARDCAST_TRUSTED_PROXIES": "10.0.0.0/8,proxy.local"})
+
+
+@pytest.mark.parametrize(("var", "raw"), [("BOARDCAST_RATE_LIMIT", "maybe"), ("BOARDCAST_AUTH", "basic")])
+def test_switches_refuse_other_values(var, raw):
+    assert var in refused({var: raw})
+
+
+def test_oidc_needs_all_three_settings():
+    msg = refused({"BOARDCAST_OIDC_ISSUER": "https://id.example.com/"})
+    assert "BOARDCAST_OIDC_AUDIENCE" in msg and "BOARDCAST_OIDC_JWKS_URL" in msg
 
 
 @pytest.mark.parametrize(("var", "raw"), [("BOARDCAST_LOG_FORMAT", "xml"), ("BOARDCAST_LOG_LEVEL", "loud")])
