@@ -107,6 +107,8 @@ class Guard:
                 error=repr(e),
                 policy="reads and writes unlimited, sign-in refused",
             )
+        if tier is Tier.EXEMPT:  # the health probe: reported, not counted
+            return
         if tier is Tier.AUTH:
             self._outcomes[tier, "fail_closed"].inc()
             raise BoardcastError(
