@@ -79,3 +79,4 @@ class CloseCode(enum.IntEnum):
     IDLE_TIMEOUT = 4001  # no frame and no pong within the idle timeout
     UNSUPPORTED_PROTOCOL = 4002  # no boardcast.v1.* subprotocol offered
     TOKEN_EXPIRED = 4003  # the connection's token expired: reconnect with a fresh one and resume
+    CREDENTIALS_REVOKED = 4004  # logged out, session revoked or API token revoked: sign in again

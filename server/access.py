@@ -40,6 +40,7 @@ class User:
     email: str | None = None
     via: Via = Via.DEV
     session_id: uuid.UUID | None = None
+    token_id: uuid.UUID | None = None  # the personal API token used
     expires_at: float | None = None  # unix seconds; when the credentials stop working
     cookie: bool = False  # authenticated by the access cookie (mutations need CSRF)
 

@@ -34,9 +34,7 @@ from storage.identity import ApiTokenRecord, EmailTaken, TooManyTokens, UserReco
 log = structlog.get_logger(__name__)
 
 # (?!\n) because `$` also matches before a final newline: "ann@x.io\n" is not an address.
-Email = Annotated[
-    str, msgspec.Meta(min_length=3, max_length=254, pattern=r"^[^@\s\x00]+@[^@\s\x00]+(?!\n)$")
-]
+Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254, pattern=r"^[^@\s\x00]+@[^@\s\x00]+(?!\n)$")]
 NewPassword = Annotated[str, msgspec.Meta(min_length=8, max_length=256, pattern="^[^\x00]*$")]
 Password = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 Opaque = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]

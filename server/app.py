@@ -254,7 +254,7 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
     )
     registry = BoardRegistry(make_board_factory(app[REPO], app[METRICS], board), app[METRICS])
     app[REGISTRY] = registry
-    live = app[CONNECTIONS] = LiveConnections(s.heartbeat_s)
+    live = app[CONNECTIONS] = LiveConnections(s.heartbeat_s, app[IDENTITY])
     live.start()
     yield
     await live.stop()

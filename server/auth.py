@@ -310,7 +310,7 @@ class Authenticator:
         if found is None:
             self._metrics.auth.labels(event="api_token", outcome="invalid").inc()
             raise unauthorized("invalid or revoked API token", "invalid")
-        record, _token_id, expires = found
+        record, token_id, expires = found
         if expires is not None and expires.timestamp() <= time.time():
             raise BoardcastError(ErrorCode.TOKEN_EXPIRED, "API token expired")
         return User(
@@ -318,6 +318,7 @@ class Authenticator:
             name=record.name,
             email=record.email,
             via=Via.API_TOKEN,
+            token_id=token_id,
             expires_at=None if expires is None else expires.timestamp(),
         )
 

@@ -52,7 +52,7 @@ from protocol.messages import (
 from server.access import Action, Grant, User, action_for, authorize, forbidden, role_allows
 from server.config import Settings
 from server.ratelimit import LocalBucket
-from storage import MemberRepo
+from storage import IdentityRepo, MemberRepo
 
 log = structlog.get_logger(__name__)
 
@@ -263,6 +263,24 @@ class Connection:
         self._metrics.ws_closed.labels(reason="token_expired").inc()
         self._begin_close(CloseCode.TOKEN_EXPIRED, "token expired")
 
+    def credentials_revoked(self) -> None:
+        """The session was logged out or revoked, or the API token revoked."""
+        if self.state is not ConnState.OPEN:
+            return
+        self._send_error(
+            BoardcastError(
+                ErrorCode.UNAUTHORIZED, "credentials revoked; sign in again", {"reason": "revoked"}
+            ),
+            None,
+        )
+        self._metrics.ws_closed.labels(reason="credentials_revoked").inc()
+        self._begin_close(CloseCode.CREDENTIALS_REVOKED, "credentials revoked")
+
+    @property
+    def credentials(self) -> tuple[uuid.UUID | None, uuid.UUID | None]:
+        """(session id, API token id) this connection was opened with."""
+        return self._user.session_id, self._user.token_id
+
     def close_going_away(self) -> None:
         """Server shutdown: clients reconnect (elsewhere) and resume."""
         self._begin_close(CloseCode.GOING_AWAY, "server shutting down; resume")
@@ -428,10 +446,13 @@ def _limited(tier: str, wait: float) -> BoardcastError:
 
 class LiveConnections:
     """The open connections of this process. One task pings them all each interval, instead
-    of a task per connection, and shutdown closes them all."""
+    of a task per connection, and shutdown closes them all. Each interval it also asks the
+    database, in one query, which of their sessions and API tokens were revoked (logout,
+    refresh token reuse, password change, token revocation on any node), and closes those."""
 
-    def __init__(self, interval_s: float) -> None:
+    def __init__(self, interval_s: float, identity: IdentityRepo | None = None) -> None:
         self._interval_s = interval_s
+        self._identity = identity
         self._conns: set[Connection] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -465,6 +486,26 @@ class LiveConnections:
             now = time.monotonic()
             for conn in list(self._conns):
                 conn.beat(now)
+            try:
+                await self._close_revoked()
+            except Exception as e:  # the database is down: try again next interval
+                log.warning("credentials_check_failed", error=repr(e))
+
+    async def _close_revoked(self) -> None:
+        if self._identity is None:
+            return
+        conns = list(self._conns)
+        sessions = {c.credentials[0] for c in conns} - {None}
+        tokens = {c.credentials[1] for c in conns} - {None}
+        if not sessions and not tokens:
+            return
+        dead_sessions, dead_tokens = await self._identity.revoked(
+            [s for s in sessions if s is not None], [t for t in tokens if t is not None]
+        )
+        for conn in conns:
+            session_id, token_id = conn.credentials
+            if session_id in dead_sessions or token_id in dead_tokens:
+                conn.credentials_revoked()
 
 
 async def negotiate(request: web.Request, settings: Settings) -> tuple[web.WebSocketResponse, Codec | None]:

@@ -277,6 +277,21 @@ class IdentityRepo:
             return None
         return _user(row), row["token_id"], row["expires_at"]
 
+    async def revoked(
+        self, session_ids: list[uuid.UUID], token_ids: list[uuid.UUID]
+    ) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+        """Which of these sessions and API tokens no longer stand (one query for each)."""
+        sessions = await self._pool.fetch(
+            "SELECT id FROM auth_sessions WHERE id = ANY($1::uuid[]) AND revoked_at IS NOT NULL",
+            session_ids,
+        )
+        tokens = await self._pool.fetch(
+            """SELECT id FROM api_tokens WHERE id = ANY($1::uuid[])
+               AND (revoked_at IS NOT NULL OR expires_at <= now())""",
+            token_ids,
+        )
+        return {r["id"] for r in sessions}, {r["id"] for r in tokens}
+
     async def api_token_active(self, token_id: uuid.UUID) -> bool:
         live = await self._pool.fetchval(
             """SELECT 1 FROM api_tokens WHERE id = $1 AND revoked_at IS NULL

@@ -289,3 +289,35 @@ async def test_refresh_reconnect_and_resume_after_expiry(http, start_server, ws)
     assert resumed["events"] == missed
     await again.ping()
     assert again.events(bid) == [], "events arrived outside the joined reply"
+
+
+# ------------------------------------------------------------------ revoked on an open connection
+
+
+async def test_logout_and_token_revocation_close_open_connections_4004(http, start_server, ws):
+    # Checked once per heartbeat, on whichever node holds the connection.
+    srv = await start_server(auth="jwt", heartbeat_s=0.3, idle_timeout_s=30)
+    acct = await register(http, srv.base)
+    other = await login(http, srv.base, acct.email)  # a second session of the same user
+    token = await new_api_token(http, srv.base, acct)
+    kept_token = await new_api_token(http, srv.base, acct, name="kept")
+    by_session = await ws(ws_url_with_token(srv.ws_url, acct.access_token))
+    by_other_session = await ws(ws_url_with_token(srv.ws_url, other["access_token"]))
+    by_token = await ws(ws_url_with_token(srv.ws_url, token["token"]))
+    by_kept_token = await ws(ws_url_with_token(srv.ws_url, kept_token["token"]))
+
+    r = await call(http, "POST", f"{srv.base}{AUTH}/logout", headers=acct.headers)
+    assert r.status == 204, r.body
+    err = await by_session.expect("error", lambda m: m.get("code") == "unauthorized", timeout=10)
+    assert err["details"] == {"reason": "revoked"}
+    assert await wait_closed(by_session) == 4004
+
+    r = await call(http, "DELETE", f"{srv.base}{TOKENS}/{token['id']}", headers=bearer(other["access_token"]))
+    assert r.status == 204, r.body
+    await by_token.expect("error", lambda m: m.get("code") == "unauthorized", timeout=10)
+    assert await wait_closed(by_token) == 4004
+
+    # the other session and the other token were not touched
+    for client in (by_other_session, by_kept_token):
+        await client.ping()
+        assert not client.closed.is_set()
