@@ -3,6 +3,7 @@
 python -m bench                      # every scenario, median of 3 runs
 python -m bench --quick              # one run each, smaller sizes
 python -m bench --scenario latency   # one scenario (repeatable option)
+python -m bench --scenario auth_overhead   # REST reads with and without sign-in + rate limits
 """
 
 from __future__ import annotations
@@ -20,12 +21,16 @@ from typing import Any
 
 import uvloop
 
+from bench.auth_overhead import auth_overhead
 from bench.harness import FULL, NOISY_OTHER_CPU_PCT, QUICK, Bench
 from bench.report import markdown_table
-from bench.scenarios import SCENARIOS
+from bench.scenarios import SCENARIOS as CORE_SCENARIOS
 from bench.services import machine_info
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# The realtime core's scenarios, then what sign-in and rate limits add (which needs their
+# helpers, so it lives in a module of its own and joins the list here).
+SCENARIOS = {**CORE_SCENARIOS, "auth_overhead": auth_overhead}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

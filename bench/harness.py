@@ -57,6 +57,7 @@ class Params:
     rest_procs: int
     rest_concurrency: int
     rest_cards: int
+    auth_rounds: int  # auth_overhead: windows per variant (at least 3), the variants taking turns
     cards: int = 20
     columns: int = 2
     max_inflight: int = 256
@@ -82,6 +83,7 @@ FULL = Params(
     rest_procs=2,
     rest_concurrency=32,
     rest_cards=50,
+    auth_rounds=5,
 )
 
 # FULL, smaller and shorter.
@@ -97,6 +99,7 @@ QUICK = dataclasses.replace(
     idle_connections=1_000,
     idle_procs=2,
     rest_concurrency=16,
+    auth_rounds=3,
 )
 
 
@@ -247,8 +250,10 @@ class Bench:
 
     # ------------------------------------------------------------------ servers
 
-    async def start_server(self, kind: str) -> ServerProcess:
-        srv = ServerProcess(kind, self.tmp / f"server-{kind}-{len(self._servers)}.log")
+    async def start_server(self, kind: str, settings: dict[str, str] | None = None) -> ServerProcess:
+        """A ``kind`` server; ``settings`` (BOARDCAST_* variables) go over the bench's defaults
+        (:data:`bench.services.CORE_SETTINGS`)."""
+        srv = ServerProcess(kind, self.tmp / f"server-{kind}-{len(self._servers)}.log", settings)
         self._servers.append(srv)
         env = {**os.environ, "DATABASE_URL": self.db_url, "REDIS_URL": self.redis_url}
         await srv.start(env, self.params.outbound_queue)
@@ -327,8 +332,17 @@ class Bench:
 
     # ------------------------------------------------------------------ boards over REST
 
-    async def make_board(self, srv: ServerProcess, title: str, columns: int, cards: int) -> Board:
-        async with aiohttp.ClientSession(base_url=srv.base) as s:
+    async def make_board(
+        self,
+        srv: ServerProcess,
+        title: str,
+        columns: int,
+        cards: int,
+        headers: dict[str, str] | None = None,
+    ) -> Board:
+        """A board with ``columns`` and ``cards``, made over REST (with ``headers``: as whoever
+        they name)."""
+        async with aiohttp.ClientSession(base_url=srv.base, headers=headers) as s:
             return await _make_board(s, title, columns, cards)
 
     async def make_boards(
@@ -366,6 +380,14 @@ async def _make_board(s: aiohttp.ClientSession, title: str, columns: int, cards:
     return Board(board_id, cols, card_ids)
 
 
+async def post_json(
+    srv: ServerProcess, path: str, body: dict[str, Any], status: int, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """POST ``body`` to ``srv``; the answer's JSON, or BenchError unless it came with ``status``."""
+    async with aiohttp.ClientSession(base_url=srv.base, headers=headers) as s, s.post(path, json=body) as r:
+        return await _ok(r, status)
+
+
 async def _ok(r: aiohttp.ClientResponse, status: int) -> dict[str, Any]:
     if r.status != status:
         raise BenchError(f"{r.method} {r.url} -> {r.status}: {(await r.text())[:300]}")
@@ -394,6 +416,15 @@ def metrics_delta(m0: dict[str, float], m1: dict[str, float]) -> dict[str, Any]:
         if k.startswith("boardcast_commands_total{") and d(k):
             outcome = k.split("outcome=", 1)[1].split(",")[0].rstrip("}")
             outcomes[outcome] = outcomes.get(outcome, 0.0) + d(k)
+
+    def by_label(prefix: str, label: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for k in m1:
+            if k.startswith(prefix) and d(k):
+                value = k.split(f"{label}=", 1)[1].split(",")[0].rstrip("}")
+                out[value] = out.get(value, 0.0) + d(k)
+        return out
+
     commits = d("boardcast_commit_batch_size_count")
     return {
         "commits": commits,
@@ -407,4 +438,6 @@ def metrics_delta(m0: dict[str, float], m1: dict[str, float]) -> dict[str, Any]:
         "frames_out": sum(d(k) for k in m1 if k.startswith("boardcast_ws_frames_out_total")),
         "commit_failures": d("boardcast_commit_failures_total"),
         "actor_restarts": d("boardcast_actor_restarts_total"),
+        "http_statuses": by_label("boardcast_http_requests_total{", "status"),
+        "rate_limit_outcomes": by_label("boardcast_rate_limit_decisions_total{", "outcome"),
     }

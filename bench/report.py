@@ -10,6 +10,8 @@ TARGETS: dict[str, tuple[str, Callable[[float], bool]]] = {
     "commands_one_board": ("≥ 10,000 cmd/s", lambda v: v >= 10_000),
     "latency": ("p99 < 5 ms", lambda v: v < 5),
     "idle_memory": ("< 16 KiB", lambda v: v < 16 * 1024),
+    # on the ratio with / without authentication and rate limiting
+    "auth_overhead": ("< 10 % overhead", lambda v: v > 0.9),
 }
 
 
@@ -48,6 +50,56 @@ def _vs(
         " / ".join(fmt(m[base]) for m in measures),
         " / ".join(_ratio(m["ratio"]) for m in measures),
     ]
+
+
+def _auth_rows(result: dict[str, Any]) -> list[str]:
+    """auth_overhead: each signed-in variant against the server without sign-in or limits."""
+    s, ap = result["summary"], result["params"]
+    rps, ratio, overhead = s["requests_per_s"], s["ratio"], s["overhead_pct"]
+    conc = ap["processes"] * ap["concurrency_per_process"]
+    rows = []
+    for variant, what in (("jwt", "access token (JWT)"), ("api_token", "personal API token")):
+        pct = overhead[variant]
+        rows.append(
+            _row(
+                f"auth_overhead (GET board of {ap['cards']} cards, {conc} concurrent, {ap['rounds']} rounds)"
+                if variant == "jwt"
+                else "auth_overhead",
+                f"requests/s with {what} + rate limit (baseline: neither); overhead "
+                f"{'-' if pct is None else f'{pct:.1f} %'}",
+                _n(rps[variant]),
+                _n(rps["no_auth"]),
+                _ratio(ratio[variant]),
+                _target("auth_overhead", ratio[variant]),
+            )
+        )
+    p50, p99 = s["p50_ms"], s["p99_ms"]
+    rows.append(
+        _row(
+            "auth_overhead",
+            "p50 / p99 (ms), JWT + rate limit vs neither",
+            f"{_ms(p50['jwt'])} / {_ms(p99['jwt'])}",
+            f"{_ms(p50['no_auth'])} / {_ms(p99['no_auth'])}",
+            " / ".join(
+                _ratio(None if m["jwt"] is None or not m["no_auth"] else m["jwt"] / m["no_auth"])
+                for m in (p50, p99)
+            ),
+            "",
+        )
+    )
+    cpu = s.get("server_cpu_us_per_request")
+    if cpu:
+        rows.append(
+            _row(
+                "auth_overhead",
+                "server CPU per request (µs), JWT / API token + rate limit vs neither",
+                f"{_n(cpu['jwt'])} / {_n(cpu['api_token'])}",
+                _n(cpu["no_auth"]),
+                " / ".join(_ratio(s["server_cpu_ratio"][v]) for v in ("jwt", "api_token")),
+                "",
+            )
+        )
+    return rows
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -150,6 +202,8 @@ def markdown_table(results: dict[str, Any]) -> str:
                 "",
             )
         )
+    if "auth_overhead" in sc:
+        rows.extend(_auth_rows(sc["auth_overhead"]))
     for name, err in results.get("failed", {}).items():
         rows.append(_row(name, f"failed: {err[:80]}", "", "", "", ""))
     for note in results.get("notes", []):

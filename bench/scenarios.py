@@ -49,14 +49,16 @@ def _out(params: dict[str, Any], kinds: tuple[str, ...] = ("boardcast",)) -> dic
 
 @contextlib.asynccontextmanager
 async def _server(
-    b: Bench, out: dict[str, Any], kind: str, key: str | None = None
+    b: Bench, out: dict[str, Any], kind: str, key: str | None = None, settings: dict[str, str] | None = None
 ) -> AsyncIterator[ServerProcess]:
-    """A ``kind`` server for the block; its stop report goes to ``out["server"][key or kind]``."""
-    srv = await b.start_server(kind)
+    """A ``kind`` server for the block, with ``settings`` over the bench's defaults (see
+    :data:`bench.services.CORE_SETTINGS`: no sign-in, no rate limits); its stop report and
+    settings go to ``out["server"][key or kind]``."""
+    srv = await b.start_server(kind, settings)
     try:
         yield srv
     finally:
-        out["server"][key or kind] = await b.stop_server(srv)
+        out["server"][key or kind] = {**await b.stop_server(srv), "settings": srv.settings}
 
 
 def _record(

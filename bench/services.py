@@ -26,6 +26,21 @@ from bench.common import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# The settings every ``boardcast serve`` of the bench starts with, whatever the caller's
+# environment says. The scenarios measure the realtime core, as they did before sign-in and
+# rate limits existed, so: no credentials (everyone is the development user), no REST rate
+# limits, and a WebSocket command limit no writer reaches (the default of 100/s per connection
+# would otherwise be what fanout and commands measure). ``auth_overhead`` overrides them for
+# the server it measures with authentication and limits on.
+CORE_SETTINGS = {
+    "BOARDCAST_AUTH": "none",
+    "BOARDCAST_RATE_LIMIT": "off",
+    "BOARDCAST_RATE_WS_COMMANDS": "1000000/1",
+}
+# Redis key prefixes the bench gives servers (BOARDCAST_REDIS_PREFIX); only keys under such a
+# prefix are ever deleted.
+BENCH_REDIS_PREFIX = "bcbench"
+
 
 class BenchError(Exception):
     pass
@@ -77,6 +92,36 @@ async def postgres_version(url: str) -> str:
         return str(await conn.fetchval("SHOW server_version"))
 
 
+# ------------------------------------------------------------------ Redis
+
+
+def bench_redis_prefix() -> str:
+    """A BOARDCAST_REDIS_PREFIX of this run's own: ``bcbench<random>``."""
+    return f"{BENCH_REDIS_PREFIX}{uuid.uuid4().hex[:10]}"
+
+
+async def delete_redis_prefix(url: str, prefix: str) -> int:
+    """Delete the keys a server wrote under ``prefix`` (never anything else: no FLUSH);
+    returns how many there were."""
+    import redis.asyncio as aioredis
+
+    assert prefix.startswith(BENCH_REDIS_PREFIX) and prefix.isalnum(), prefix  # no glob characters
+    client = aioredis.from_url(url)
+    deleted = 0
+    try:
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += await client.delete(*batch)
+                batch = []
+        if batch:
+            deleted += await client.delete(*batch)
+    finally:
+        await client.aclose()
+    return deleted
+
+
 # ------------------------------------------------------------------ processes
 
 
@@ -119,8 +164,10 @@ def _log_lines(path: Path) -> list[str]:
 class ServerProcess:
     """``boardcast serve`` or the baseline server, on a free 127.0.0.1 port."""
 
-    def __init__(self, kind: str, log_path: Path) -> None:
+    def __init__(self, kind: str, log_path: Path, settings: dict[str, str] | None = None) -> None:
+        """``settings``: BOARDCAST_* variables over :data:`CORE_SETTINGS` (Boardcast only)."""
         self.kind = kind
+        self.settings = {**CORE_SETTINGS, **(settings or {})} if kind == "boardcast" else {}
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
@@ -135,6 +182,7 @@ class ServerProcess:
             cmd = [str(exe), "serve"] if exe.exists() else [sys.executable, "-m", "server.cli", "serve"]
             full_env = {
                 **env,
+                **self.settings,
                 "BOARDCAST_PORT": str(self.port),
                 "BOARDCAST_HOST": "127.0.0.1",
                 "BOARDCAST_LOG_LEVEL": "warning",

@@ -8,7 +8,9 @@ Roles (``spec["role"]``):
 - ``paced``    one writer connection sending at a fixed rate plus one observer connection
                on the same board: send->ack and send->event latency per command (by ``rid``).
 - ``idle``     N connections that join a board and then do nothing until told to stop.
-- ``rest``     ``concurrency`` request loops of ``GET /api/v1/boards/{id}``.
+- ``rest``     ``concurrency`` request loops of ``GET /api/v1/boards/{id}`` (optionally with
+               ``headers``, and ``strict``: any answer but 200, or one without the
+               ``require_header``, fails the worker).
 - ``pginsert`` one asyncpg connection doing single-row INSERT transactions (a baseline).
 
 The conversation with the orchestrator is described in :mod:`bench.common`. Every loop ends
@@ -467,15 +469,26 @@ async def role_rest(spec: dict[str, Any], ctl: Control) -> dict[str, Any]:
     win = Window()
     url = f"{spec['base']}/api/v1/boards/{spec['board_id']}"
     conc = spec.get("concurrency", 32)
+    strict = spec.get("strict", False)
+    required = spec.get("require_header")
     ok = 0
     statuses: Counter[str] = Counter()
     latencies: list[float] = []
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc)) as session:
+    async def refuse(r: aiohttp.ClientResponse) -> None:
+        """Strict mode: a bad answer ends the worker, and so the run, with its reason."""
+        why = "refused by the rate limiter" if r.status == 429 else "not 200"
+        if r.status == 200:
+            why = f"no {required} header (was the request rate limited at all?)"
+        raise RuntimeError(f"GET {url} -> {r.status} ({why}): {(await r.text())[:200]}")
+
+    headers = spec.get("headers")
+    connector = aiohttp.TCPConnector(limit=conc)
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
         async with session.get(url) as r:  # one request to open a connection and check the URL
             await r.read()
-            if r.status != 200:
-                raise RuntimeError(f"GET {url} -> {r.status}")
+            if r.status != 200 or (required and required not in r.headers):
+                await refuse(r)
         go = await ctl.ready(connected=conc)
         win.set(go)
 
@@ -487,7 +500,11 @@ async def role_rest(spec: dict[str, Any], ctl: Control) -> dict[str, Any]:
                     async with session.get(url) as r:
                         await r.read()
                         status = r.status
+                        if strict and (status != 200 or (required and required not in r.headers)):
+                            await refuse(r)
                 except aiohttp.ClientError as e:
+                    if strict:
+                        raise
                     statuses[type(e).__name__] += 1
                     continue
                 done = time.monotonic()
