@@ -535,6 +535,7 @@ async def test_an_access_token_is_not_a_refresh_token_and_vice_versa(http, srv):
 async def test_logout_with_the_refresh_token_revokes_the_session(http, srv):
     acct = await register(http, srv.base)
     other = await signed_in(http, srv.base, acct.email)
+    assert (await me(http, srv.base, acct.access_token)).status == 200  # verified once before
     r = await call(http, "POST", f"{srv.base}{AUTH}/logout", json={"refresh_token": acct.refresh_token})
     assert r.status == 204, r.body
     assert r.body is None
@@ -733,6 +734,8 @@ def forge(kind: str, token: str, secret: str, other_user_id: str) -> str:
 async def test_bad_tokens_are_refused_with_401_unauthorized(http, srv, kind):
     acct = await register(http, srv.base)
     victim = await register(http, srv.base)
+    # the genuine token is verified first, so the server has it among its verified tokens
+    assert (await me(http, srv.base, acct.access_token)).status == 200
     forged = forge(kind, acct.access_token, secret_of(srv), victim.user_id)
     assert forged != acct.access_token
     assert_unauthorized(await me(http, srv.base, forged))
