@@ -11,7 +11,7 @@ import asyncio
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -56,6 +56,12 @@ class Subscriber(Protocol):
         ``non_members`` the board became private: only a viewer who is not a member loses it.
         Returns whether the viewer keeps the board."""
 
+    def refusal(self, board_id: uuid.UUID, cmd: c.Command) -> BoardcastError | None:
+        """Why this viewer may not apply ``cmd`` to the board now (None: it may), by the
+        grant :meth:`access_changed` keeps current. Asked when the command is applied, in
+        mailbox order, so a removal or demotion the actor has already processed holds for
+        every command behind it, however long the command waited in the mailbox."""
+
 
 @dataclass(frozen=True, slots=True)
 class BoardSettings:
@@ -95,9 +101,15 @@ class CommandResult:
 
 @dataclass(slots=True)
 class Subscribe:
+    """Add a viewer. ``recheck``, when given, is awaited first, in mailbox order: it decides
+    again whether the viewer may see the board and raises if not. A membership change that
+    committed before it is seen by it; one that commits after it sends its AccessChanged
+    behind this Subscribe. Either way no stale grant outlives the join."""
+
     sub: Subscriber
     rid: str
     since_seq: int | None
+    recheck: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass(slots=True)
@@ -268,6 +280,13 @@ class BoardActor(Actor):
                 entity = st.entity_after(original.event) if original and env.reply else None
                 pending.append(_Pending(env, msg, seq, None, entity))
                 return
+        # After the duplicate check: a retry of what was applied while allowed changes nothing
+        # and is acknowledged as before.
+        refused = msg.origin.refusal(self.board_id, msg.cmd) if msg.origin is not None else None
+        if refused is not None:
+            self._metrics.commands.labels(op=msg.cmd.__struct_config__.tag, outcome=refused.code).inc()
+            env.fail(refused)
+            return
         try:
             event = st.apply(msg.cmd)
         except BoardcastError as e:
@@ -417,6 +436,8 @@ class BoardActor(Actor):
             env.fail(BoardcastError(ErrorCode.UNAVAILABLE, "the board could not answer; retry"))
 
     async def _subscribe(self, msg: Subscribe) -> None:
+        if msg.recheck is not None:
+            await msg.recheck()
         st = self._board
         sub = msg.sub
         joined = Joined(rid=msg.rid, board_id=self.board_id, seq=st.seq)

@@ -34,6 +34,7 @@ from actors import (
     Unsubscribe,
 )
 from protocol.codec import CODECS, SUBPROTOCOLS, Codec
+from protocol.commands import Command
 from protocol.errors import BoardcastError, CloseCode, ErrorCode
 from protocol.messages import (
     Access,
@@ -167,6 +168,13 @@ class Connection:
     def board_closed(self, board_id: uuid.UUID, reason: str) -> None:
         if self._boards.pop(board_id, None) is not None:
             self.send(Left(board_id=board_id, reason=reason))
+
+    def refusal(self, board_id: uuid.UUID, cmd: Command) -> BoardcastError | None:
+        grant = self._boards.get(board_id)
+        if grant is None:  # access revoked (the connection was told) or left since sending
+            return BoardcastError(ErrorCode.NOT_JOINED, "not joined to this board")
+        action = action_for(cmd)
+        return None if role_allows(grant.role, action) else forbidden(grant.role, action)
 
     def access_changed(self, board_id: uuid.UUID, role: str | None, member: bool, non_members: bool) -> bool:
         grant = self._boards.get(board_id)
@@ -399,19 +407,29 @@ class Connection:
             raise BoardcastError(
                 ErrorCode.TOO_LARGE, f"a connection may join at most {MAX_BOARDS_PER_CONNECTION} boards"
             )
-        grant = await authorize(self._members, self._user, msg.board_id, Action.READ)
-        # The actor pushes the `joined` frame itself, ahead of any later event.
-        self._boards[msg.board_id] = grant
+        board_id = msg.board_id
+        # Decided here first, so that no actor is started for a board the caller cannot see,
+        # and again by the actor as it subscribes (see Subscribe): a removal that commits
+        # between this answer and the subscription would otherwise leave a stale grant.
+        self._boards[board_id] = await authorize(self._members, self._user, board_id, Action.READ)
+
+        async def recheck() -> None:
+            grant = await authorize(self._members, self._user, board_id, Action.READ)
+            if board_id not in self._boards:  # the join timed out and was given up
+                raise BoardcastError(ErrorCode.NOT_JOINED, "the join was given up")
+            self._boards[board_id] = grant
+
         try:
+            # The actor pushes the `joined` frame itself, ahead of any later event.
             await self._registry.ask(
-                msg.board_id,
-                Subscribe(sub=self, rid=msg.rid, since_seq=msg.since_seq),
+                board_id,
+                Subscribe(sub=self, rid=msg.rid, since_seq=msg.since_seq, recheck=recheck),
                 self._settings.ask_timeout_s,
             )
         except BoardcastError:
             # Not joined, whatever the actor did: a Subscribe still queued (a timeout) or an
             # earlier subscription of this connection (a failed re-join) is undone in order.
-            self._leave_quietly(msg.board_id)
+            self._leave_quietly(board_id)
             raise
 
     async def _leave(self, msg: Leave) -> None:

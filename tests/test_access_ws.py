@@ -3,6 +3,7 @@ connected client is told when its access changes under it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -13,6 +14,7 @@ import aiohttp
 import jwt
 import pytest
 
+from server.keys import MEMBERS, REPO
 from tests.conftest import ENCODINGS, RunningServer
 from tests.identity import Account, ws_url_with_token
 from tests.roles import accounts, board_url, board_with_roles, call, set_visibility
@@ -416,3 +418,112 @@ async def test_making_a_board_private_drops_signed_in_strangers_but_not_members(
     for tab in tabs:
         await tab.ping()
         assert [e for e in tab.events(bid) if e["seq"] > seq] == []
+
+
+# ------------------------------------------------------------------ races with a busy board
+
+
+class _Held:
+    """Wraps the async method ``name`` of one of the server's objects so that the ``nth`` call
+    (from 1) that ``matches`` is held, after it has done its work, until :meth:`release`: the
+    database answers as always, only when the caller hears it is under the test's control."""
+
+    def __init__(
+        self, obj: Any, name: str, nth: int = 1, matches: Callable[..., bool] = lambda *a: True
+    ) -> None:
+        self._obj, self._name = obj, name
+        self._orig = getattr(obj, name)
+        self._nth, self._matches, self._calls = nth, matches, 0
+        self.entered = asyncio.Event()
+        self._gate = asyncio.Event()
+        setattr(obj, name, self._call)
+
+    async def _call(self, *args: Any) -> Any:
+        answer = await self._orig(*args)
+        if self._matches(*args):
+            self._calls += 1
+            if self._calls == self._nth:
+                self.entered.set()
+                await self._gate.wait()
+        return answer
+
+    def release(self) -> None:
+        self._gate.set()
+        setattr(self._obj, self._name, self._orig)
+
+
+def _access_of(user: Account) -> Callable[..., bool]:
+    return lambda board_id, user_id: str(user_id) == user.user_id
+
+
+async def _hold_board(srv: RunningServer, ws_as: WsFactory, bid: str, who: Account, col: str) -> _Held:
+    """Keep the board's actor busy: a command of ``who`` is applied and its group commit is
+    held, so everything sent to the board from now on queues in its mailbox."""
+    held = _Held(srv.app[REPO], "persist")
+    c = await ws_as(srv, who)
+    await c.join(bid)
+    await c.send_cmd(bid, {"op": "card.create", "column_id": col, "title": "holds the board"})
+    await asyncio.wait_for(held.entered.wait(), 10)
+    return held
+
+
+@pytest.mark.parametrize("change", ["removed", "demoted"])
+async def test_a_command_queued_behind_a_membership_change_is_refused(http, start_server, ws_as, change):
+    """The REST answer has come, the board has not yet processed the change (it is busy), and
+    the member's connection still holds its old grant: the command it sends now is decided by
+    the board when it reaches it, after the change, and refused."""
+    srv = await start_server(auth="jwt")
+    people = await accounts(http, srv.base, "owner", "member")
+    owner, bob = people["owner"], people["member"]
+    bid = await board_with_roles(http, srv.base, people)
+    col = await _column(http, srv.base, bid, owner)
+    c = await ws_as(srv, bob)
+    await c.join(bid)
+    seq = await _seq(http, srv.base, bid, owner)
+
+    held = await _hold_board(srv, ws_as, bid, owner, col)
+    member_url = board_url(srv.base, bid, f"/members/{bob.user_id}")
+    if change == "removed":
+        r = await call(http, "DELETE", member_url, owner)
+        assert r.status == 204, r.body
+    else:
+        r = await call(http, "PATCH", member_url, owner, json={"role": "viewer"})
+        assert r.status == 200, r.body
+    rid = await c.send_cmd(bid, {"op": "card.create", "column_id": col, "title": "after the change"})
+    await c.ping()  # the server has read the command (frames are read in order): it is queued
+    held.release()
+
+    answer = (await c.wait_answers([rid]))[rid]
+    _assert_refused(answer, "not_joined" if change == "removed" else "forbidden", rid, bid)
+    assert await _seq(http, srv.base, bid, owner) == seq + 1  # the owner's held card, nothing more
+    await c.wait_until(lambda log: any(m["type"] == "access" for m in log), what="the access frame")
+    (access,) = [m for m in c.log if m["type"] == "access"]
+    _assert_access(access, bid, None if change == "removed" else "viewer")
+
+
+async def test_a_join_racing_a_removal_does_not_keep_the_old_grant(http, start_server, ws_as):
+    """The join's first access check answers "member"; the removal commits before the board
+    subscribes the connection. The board checks again as it subscribes: the join is refused
+    as for any board one cannot see, and nothing can be written through it."""
+    srv = await start_server(auth="jwt")
+    people = await accounts(http, srv.base, "owner", "member")
+    owner, bob = people["owner"], people["member"]
+    bid = await board_with_roles(http, srv.base, people)
+    col = await _column(http, srv.base, bid, owner)
+    seq = await _seq(http, srv.base, bid, owner)
+    c = await ws_as(srv, bob)
+
+    held = _Held(srv.app[MEMBERS], "access", matches=_access_of(bob))
+    join = asyncio.create_task(c.join(bid))
+    await asyncio.wait_for(held.entered.wait(), 10)
+    r = await call(http, "DELETE", board_url(srv.base, bid, f"/members/{bob.user_id}"), owner)
+    assert r.status == 204, r.body
+    held.release()
+
+    answer = await join
+    assert answer["type"] == "error" and answer["code"] == "not_found", answer
+    rid = new_rid()
+    answer = await c.cmd(bid, {"op": "card.create", "column_id": col, "title": "x"}, rid=rid)
+    _assert_refused(answer, "not_joined", rid, bid)
+    assert await _seq(http, srv.base, bid, owner) == seq
+    assert not [m for m in c.log if m["type"] in ("joined", "event")]
