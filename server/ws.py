@@ -346,17 +346,28 @@ class Connection:
         try:
             match msg:
                 case Cmd():
+                    self._take_request()
                     await self._command(msg)
                 case SetPresence():
                     self._presence(msg)
                 case Join():
+                    self._take_request()
                     await self._join(msg)
                 case Leave():
+                    self._take_request()
                     await self._leave(msg)
                 case Ping():
                     self.send(Pong(rid=msg.rid))
         except BoardcastError as e:
             self._send_error(e, getattr(msg, "rid", None), getattr(msg, "board_id", None))
+
+    def _take_request(self) -> None:
+        """Count a command, join or leave against the connection's limit, before anything
+        else is looked at: refused and failing requests cost the server work too (a join costs
+        an access check and a snapshot)."""
+        wait = self._command_bucket.take(time.monotonic())
+        if wait:
+            raise _limited("ws_commands", wait)
 
     async def _command(self, msg: Cmd) -> None:
         grant = self._boards.get(msg.board_id)
@@ -365,9 +376,6 @@ class Connection:
         action = action_for(msg.op)
         if not role_allows(grant.role, action):
             raise forbidden(grant.role, action)
-        wait = self._command_bucket.take(time.monotonic())
-        if wait:
-            raise _limited("ws_commands", wait)
         while self._inflight >= MAX_INFLIGHT:
             # Back-pressure: stop reading this socket until the board answers some commands.
             if self._inflight_free is None:
