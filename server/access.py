@@ -141,3 +141,11 @@ def check_membership_change(
             ErrorCode.CONFLICT,
             "the last owner cannot leave or be demoted or removed; transfer ownership first",
         )
+
+
+def check_invitation_role(actor: str, role: str) -> None:
+    """May someone with role ``actor`` create an invitation granting ``role``? An invitation is
+    a link anyone holding it can use, so granting admin to whoever that turns out to be is the
+    owner's call; an admin may still make a person they name an admin (members routes)."""
+    if role == "owner" or (role == "admin" and actor != "owner"):
+        raise BoardcastError(ErrorCode.FORBIDDEN, "only an owner may invite admins", {"role": actor})

@@ -19,7 +19,18 @@ from aiohttp import web
 from actors import AccessChanged
 from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
 from protocol.model import BoardInfo
-from server.access import ROLES, Action, Grant, User, authorize, check_membership_change, current_user
+from server.access import (
+    ROLES,
+    Action,
+    Grant,
+    User,
+    authorize,
+    check_invitation_role,
+    check_membership_change,
+    current_user,
+    forbidden,
+    role_allows,
+)
 from server.accounts import Email, Opaque
 from server.auth import INVITATION_PREFIX, new_secret_token, token_hash
 from server.http import Body, Route, json_response, path_uuid, read_body
@@ -149,7 +160,7 @@ async def _change(
 async def list_members(request: web.Request) -> web.Response:
     _, board_id, grant = await _access(request, Action.READ)
     members = await request.app[MEMBERS].members(board_id)
-    with_email = grant.role in ("owner", "admin")
+    with_email = role_allows(grant.role, Action.ADMIN)  # who manages members sees their emails
     return json_response(MemberList([_member_out(m, with_email) for m in members]))
 
 
@@ -205,8 +216,9 @@ async def transfer(request: web.Request) -> web.Response:
         raise bad_request("you already own this board")
     async with request.app[MEMBERS].change(board_id) as maybe_tx:
         tx = _tx_or_404(maybe_tx, board_id)
-        if await tx.role_of(user.id) != "owner":
-            raise BoardcastError(ErrorCode.FORBIDDEN, "only an owner may transfer ownership")
+        role = await tx.role_of(user.id)  # again, under the board's lock
+        if role is None or not role_allows(role, Action.TRANSFER):
+            raise forbidden(role or "non-member", Action.TRANSFER)
         if await tx.role_of(body.user_id) is None:
             raise not_found("member", body.user_id)
         await tx.set_role(body.user_id, "owner")
@@ -234,8 +246,7 @@ def _invitation_out(inv: InvitationRecord) -> InvitationOut:
 async def create_invitation(request: web.Request) -> web.Response:
     body: InvitationCreate = await read_body(request, InvitationCreate)
     user, board_id, grant = await _access(request, Action.ADMIN)
-    if body.role == "admin" and grant.role != "owner":
-        raise BoardcastError(ErrorCode.FORBIDDEN, "only an owner may invite admins")
+    check_invitation_role(grant.role, body.role)
     token, digest = new_secret_token(INVITATION_PREFIX)
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=body.expires_in_s)
     inv = await request.app[MEMBERS].create_invitation(
