@@ -51,7 +51,8 @@ USER boardcast
 
 EXPOSE 8080
 
-# /health answers 200 when PostgreSQL and Redis respond, 503 otherwise (urlopen raises on it).
+# /health answers 200 while PostgreSQL responds (Redis down: still 200, "status": "degraded"),
+# 503 when it does not (urlopen raises on it).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=4).status == 200 else 1)"]
 

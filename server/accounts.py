@@ -27,7 +27,7 @@ from server.auth import (
     unauthorized,
 )
 from server.guard import Tier
-from server.http import Body, Route, json_response, path_uuid, read_body
+from server.http import Body, Route, json_response, path_uuid, read_body, require_json
 from server.keys import AUTH, GUARD, IDENTITY, SETTINGS
 from storage.identity import ApiTokenRecord, EmailTaken, TooManyTokens, UserRecord
 
@@ -158,6 +158,16 @@ def _session_response(request: web.Request, issued: IssuedSession, kind: str, st
     return resp
 
 
+def _check_session_request(request: web.Request, kind: SessionKind) -> None:
+    """Login CSRF: another site's page can post a register, login or refresh to Boardcast from
+    its visitor's browser, as a form with enctype="text/plain" whose body reads as JSON. Answered
+    with cookies, that signs the visitor in to an account the attacker holds. A cookie session
+    must therefore be asked for as JSON, which such a page cannot send; token answers are
+    unreadable to it, so they keep taking any Content-Type (curl -d sends a form type)."""
+    if kind == "cookie":
+        require_json(request, 'a "cookie" session')
+
+
 def _clear_cookies(resp: web.StreamResponse) -> None:
     resp.del_cookie(ACCESS_COOKIE, path="/")
     resp.del_cookie(REFRESH_COOKIE, path="/api/v1/auth")
@@ -190,6 +200,7 @@ def _credential_manager(request: web.Request) -> User:
 
 async def register(request: web.Request) -> web.Response:
     body: Register = await read_body(request, Register)
+    _check_session_request(request, body.session)
     auth, identity = request.app[AUTH], request.app[IDENTITY]
     try:
         record = await identity.create_user(body.email, body.name, await auth.hash_password(body.password))
@@ -202,6 +213,7 @@ async def register(request: web.Request) -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     body: Login = await read_body(request, Login)
+    _check_session_request(request, body.session)
     app = request.app
     # Guessing one account's password from many addresses is throttled per email too.
     guard = app[GUARD]
@@ -217,6 +229,9 @@ async def login(request: web.Request) -> web.Response:
 
 async def refresh(request: web.Request) -> web.Response:
     body: Refresh = await read_body(request, Refresh) if request.can_read_body else Refresh()
+    # Refreshing by the refresh cookie answers with cookies whatever the body says; that token
+    # is the browser's own, and the X-CSRF-Token header it needs keeps other sites out.
+    _check_session_request(request, body.session)
     token = _refresh_token_of(request, body.refresh_token)
     if token is None:
         raise unauthorized("no refresh token", "missing")

@@ -79,7 +79,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         resp = await handler(request)
     except BoardcastError as e:
-        resp = _error_response(e.code, e.message, request_id, e.details)
+        resp = _error_response(e.code, e.message, request_id, e.details, status=e.http_status)
     except web.HTTPException as e:
         if e.status < 400:
             raise
@@ -130,7 +130,7 @@ async def _authenticate(request: web.Request, g: Guard, *, websocket: bool = Fal
         user = await request.app[AUTH].authenticate(request, websocket=websocket)
     except BoardcastError as e:
         if e.code is ErrorCode.UNAUTHORIZED:
-            await g.admit(request, Tier.AUTH, g.subject(request, None, Tier.AUTH), report=False)
+            await _count_bad_credentials(request, g)
         raise
     if user is None:
         where = (
@@ -138,6 +138,18 @@ async def _authenticate(request: web.Request, g: Guard, *, websocket: bool = Fal
         )
         raise BoardcastError(ErrorCode.UNAUTHORIZED, f"authentication required: {where}")
     return user
+
+
+async def _count_bad_credentials(request: web.Request, g: Guard) -> None:
+    """One sign-in attempt of the client address; 429 when it has made too many. While the
+    limiter is unreachable the auth tier fails closed, but the request is refused anyway: it gets
+    the 401 its credentials deserve, not a 503 that would tell it to retry a token that will never
+    work (the outage is logged and counted by the guard)."""
+    try:
+        await g.admit(request, Tier.AUTH, g.subject(request, None, Tier.AUTH), report=False)
+    except BoardcastError as e:
+        if e.code is not ErrorCode.UNAVAILABLE:
+            raise
 
 
 async def ws_handler(request: web.Request) -> web.StreamResponse:
@@ -164,35 +176,36 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
 
 
 async def health(request: web.Request) -> web.Response:
+    """200 while the node can serve: PostgreSQL answers. Redis holds only the rate limits, and
+    the node keeps serving without it (fail open), so a Redis outage is reported as "degraded"
+    with 200: a readiness probe must not take every node out of rotation at once for it."""
     app = request.app
     report: dict[str, object] = {"status": "ok", "version": VERSION}
-    ok = True
 
-    async def probe(name: str, check: Callable[[], Awaitable[object]]) -> None:
-        nonlocal ok
+    async def probe(name: str, check: Callable[[], Awaitable[object]]) -> bool:
         t0 = time.perf_counter()
         try:
             async with asyncio.timeout(2):
                 await check()
-            report[name] = {"ok": True, "latency_ms": round((time.perf_counter() - t0) * 1000, 2)}
         except Exception as e:
-            ok = False
             report[name] = {"ok": False, "error": type(e).__name__}
             log.warning("health_check_failed", dependency=name, error=repr(e))
+            return False
+        report[name] = {"ok": True, "latency_ms": round((time.perf_counter() - t0) * 1000, 2)}
+        return True
 
-    await probe("postgres", lambda: app[POOL].fetchval("SELECT 1"))
-    await probe("redis", lambda: app[REDIS].ping())  # type: ignore[misc]
+    postgres = await probe("postgres", lambda: app[POOL].fetchval("SELECT 1"))
+    redis = await probe("redis", lambda: app[REDIS].ping())  # type: ignore[misc]
     limiter = await app[GUARD].probe()
     report["rate_limiter"] = limiter
-    ok = ok and bool(limiter["ok"])
     oidc = app[AUTH].oidc
     if oidc is not None:
         report["oidc"] = oidc.health()
     report["boards_active"] = len(app[REGISTRY])
     report["connections"] = len(app[CONNECTIONS])
-    if not ok:
+    if not (postgres and redis and limiter["ok"]):
         report["status"] = "degraded"
-    return json_response(report, 200 if ok else 503)
+    return json_response(report, 200 if postgres else 503)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from protocol.errors import bad_request, not_found
+from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
 from server.guard import Tier
 
 
@@ -44,6 +44,28 @@ async def read_body(request: web.Request, kind: type[Any]) -> Any:
         raise bad_request(str(e)) from e
     except msgspec.DecodeError as e:
         raise bad_request(f"malformed JSON: {e}") from e
+
+
+class UnsupportedMediaType(BoardcastError):
+    """415: a body refused for its declared media type. The code is ``bad_request``, as for a
+    wrong method (405): the status says which."""
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(ErrorCode.BAD_REQUEST, message, details)
+
+    @property
+    def http_status(self) -> int:
+        return 415
+
+
+def require_json(request: web.Request, what: str) -> None:
+    """Refuse (415) a request not sent as ``Content-Type: application/json``. Other sites'
+    pages can post text/plain, form-encoded and multipart bodies with the visitor's cookies,
+    but not JSON: that needs a CORS preflight, which Boardcast does not grant."""
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType(
+            f"{what} must be sent with Content-Type: application/json", {"reason": "content_type"}
+        )
 
 
 def path_uuid(request: web.Request, name: str) -> uuid.UUID:

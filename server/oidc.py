@@ -70,7 +70,7 @@ class ExternalIdentity:
 
     issuer: str
     subject: str
-    email: str | None  # None when absent or email_verified is false
+    email: str | None  # None unless present, well formed and email_verified is true
     name: str | None  # name, else preferred_username, else email, else None
     expires_at: float  # the token's exp (unix seconds)
 
@@ -90,13 +90,16 @@ def _text(value: object, limit: int) -> str | None:
     return value[:limit] if value else None
 
 
-def _is_false(value: object) -> bool:
+def _is_true(value: object) -> bool:
     # some providers (older AWS Cognito among them) send booleans as strings
-    return value is False or (isinstance(value, str) and value.strip().lower() == "false")
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
 
 
 def _email(claims: dict[str, Any]) -> str | None:
-    if _is_false(claims.get("email_verified")):
+    # Only an address the provider says it confirmed: a missing email_verified proves nothing,
+    # and an unconfirmed address could be anyone's. On a local user it would be taken from its
+    # real owner (who could then not register) and found by admins adding members by email.
+    if not _is_true(claims.get("email_verified")):
         return None
     email = _text(claims.get("email"), MAX_EMAIL_CHARS + 1)
     if email is None or not 3 <= len(email) <= MAX_EMAIL_CHARS or email.count("@") != 1:

@@ -17,7 +17,7 @@ _EXTRA_PATHS: dict[str, dict[str, Any]] = {
         "get": {
             "security": [],
             "summary": "Liveness and dependencies",
-            "responses": {"200": {"description": "healthy"}, "503": {"description": "a dependency is down"}},
+            "responses": {"200": {"description": "healthy"}, "503": {"description": "PostgreSQL is down"}},
         }
     },
     "/metrics": {

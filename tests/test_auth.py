@@ -980,6 +980,138 @@ async def test_cookie_logout_needs_csrf_clears_the_cookies_and_revokes(browser, 
         assert_unauthorized(stale_refresh)
 
 
+# ------------------------------------------------------------------ login CSRF
+
+# A page on another site can make the visitor's browser POST a form to Boardcast. With
+# enctype="text/plain" the body is `name=value`, so a name of `{"email": ..., "password": "pa`
+# and a value of `ss"}` post JSON. Answered with cookies, that would sign the visitor's
+# browser in to the attacker's account (what they then type lands with the attacker). A page
+# cannot send Content-Type: application/json without a CORS preflight, which Boardcast never
+# grants, so a request for a cookie session must carry it. Token answers are useless to a
+# forging page (it cannot read them): those need no Content-Type, as in the README's curl tour.
+
+FORM_PASSWORD = "chosen=by the attacker"  # a text/plain form needs an "=" somewhere
+
+
+def text_plain_form(fields: dict[str, str]) -> bytes:
+    """The body a browser posts for a <form enctype="text/plain"> built to carry ``fields`` as
+    JSON: one input whose name is the JSON up to the first "=" and whose value is the rest."""
+    document = json.dumps(fields)
+    name, eq, value = document.partition("=")
+    assert eq, "the JSON needs an '=' for the form to split it at"
+    return f"{name}={value}\r\n".encode()
+
+
+async def post_raw(
+    http: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    content_type: str | None,
+    headers: dict[str, str] | None = None,
+) -> Reply:
+    """A POST with exactly this body and Content-Type (None: no Content-Type header at all)."""
+    headers = dict(headers or {})
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    skip = ("Content-Type",) if content_type is None else ()
+    async with http.post(url, data=body, headers=headers, skip_auto_headers=skip) as r:
+        assert r.request_info.headers.get("Content-Type") == content_type
+        raw = await r.read()
+        return Reply(r.status, r.headers, json.loads(raw) if raw else None)
+
+
+def assert_refused_media_type(reply: Reply) -> None:
+    err = assert_error(reply, 415, "bad_request")
+    assert err.get("details") == {"reason": "content_type"}, err
+    assert "application/json" in err["message"], err
+    assert not set_cookies(reply), reply.headers.getall("Set-Cookie", [])
+
+
+async def test_a_cross_site_form_cannot_sign_a_browser_in(http, browser, srv):
+    attacker = await register(http, srv.base, password=FORM_PASSWORD)
+    url = f"{srv.base}{AUTH}/login"
+    forged = text_plain_form({"email": attacker.email, "password": FORM_PASSWORD, "session": "cookie"})
+    assert_refused_media_type(await post_raw(browser, url, forged, "text/plain"))
+    assert jar_value(browser, f"{srv.base}/", "boardcast_access") is None
+    assert_unauthorized(await call(browser, "GET", f"{srv.base}{ME}"))
+
+    # every other way a page can post without a preflight: refused too
+    as_json = json.dumps({"email": attacker.email, "password": FORM_PASSWORD, "session": "cookie"}).encode()
+    for content_type in (
+        None,
+        "text/plain",
+        "text/plain; charset=utf-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ):
+        assert_refused_media_type(await post_raw(browser, url, as_json, content_type))
+    assert jar_value(browser, f"{srv.base}/", "boardcast_access") is None
+
+    # the same request as JSON is what a sign-in page of Boardcast's own sends: it works
+    for content_type in ("application/json", "application/json; charset=utf-8", "Application/JSON"):
+        r = await post_raw(browser, url, as_json, content_type)
+        assert r.status == 200, (content_type, r.body)
+        assert_session_cookies(r)
+    got = await call(browser, "GET", f"{srv.base}{ME}")
+    assert got.status == 200 and got.body["id"] == attacker.user_id
+
+
+async def test_a_cross_site_form_cannot_register_a_cookie_session(http, browser, srv):
+    email = unique_email("forged")
+    body = {"email": email, "password": FORM_PASSWORD, "name": "Mallory", "session": "cookie"}
+    r = await post_raw(browser, f"{srv.base}{AUTH}/register", text_plain_form(body), "text/plain")
+    assert_refused_media_type(r)
+    assert jar_value(browser, f"{srv.base}/", "boardcast_access") is None
+    # refused before anything was done: no account was created
+    r = await login(http, srv.base, email, FORM_PASSWORD)
+    assert assert_unauthorized(r)["message"] == BAD_LOGIN
+
+
+async def test_a_cookie_session_from_a_refresh_token_in_the_body_needs_json(http, browser, srv):
+    # Today no form can post this body (no field of it may hold the "=" a text/plain form
+    # needs), but a refresh token in the body can be the attacker's own, just like a password:
+    # the same rule as for login keeps it that way whatever fields come next.
+    attacker = await register(http, srv.base)
+    url = f"{srv.base}{AUTH}/refresh"
+    forged = json.dumps({"refresh_token": attacker.refresh_token, "session": "cookie"}).encode()
+    assert_refused_media_type(await post_raw(browser, url, forged, "text/plain"))
+    assert jar_value(browser, f"{srv.base}/", "boardcast_access") is None
+    # refused before the token was spent
+    r = await refresh(http, srv.base, attacker.refresh_token)
+    assert r.status == 200, r.body
+
+
+async def test_token_sessions_need_no_content_type(http, srv):
+    # the README's tour: `curl -d '{...}'` sends application/x-www-form-urlencoded
+    for content_type in ("application/x-www-form-urlencoded", None, "text/plain"):
+        email = unique_email("curl")
+        body = json.dumps({"email": email, "password": PASSWORD, "name": "Curl"}).encode()
+        r = await post_raw(http, f"{srv.base}{AUTH}/register", body, content_type)
+        assert r.status == 201, (content_type, r.body)
+        assert not set_cookies(r)
+        login_body = json.dumps({"email": email, "password": PASSWORD, "session": "token"}).encode()
+        r = await post_raw(http, f"{srv.base}{AUTH}/login", login_body, content_type)
+        assert r.status == 200, (content_type, r.body)
+        assert_token_body(r.body, email)
+        refresh_body = json.dumps({"refresh_token": r.body["refresh_token"]}).encode()
+        r = await post_raw(http, f"{srv.base}{AUTH}/refresh", refresh_body, content_type)
+        assert r.status == 200, (content_type, r.body)
+        assert not set_cookies(r)
+
+
+async def test_refresh_by_cookie_needs_the_csrf_header_not_a_content_type(browser, srv):
+    # the refresh token is the browser's own cookie, nothing an attacker can plant; the
+    # X-CSRF-Token header is what keeps other sites out (it needs a preflight too)
+    acct = await register(browser, srv.base)
+    await cookie_login(browser, srv.base, acct.email)
+    url = f"{srv.base}{AUTH}/refresh"
+    err = assert_error(await post_raw(browser, url, b"", None), 403, "forbidden")
+    assert err.get("details", {}).get("reason") == "csrf"
+    r = await post_raw(browser, url, b"", None, headers={"X-CSRF-Token": csrf_of(browser, srv.base)})
+    assert r.status == 200, r.body
+    assert_session_cookies(r)
+
+
 # ------------------------------------------------------------------ personal API tokens
 
 

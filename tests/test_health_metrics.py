@@ -4,8 +4,11 @@ move with what the server does."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -89,12 +92,15 @@ async def test_health_is_200_with_every_dependency_up(http, server, connect):
     await eventually(no_connections)
 
 
-async def test_health_is_503_when_redis_is_unreachable_and_rest_still_works(http, start_server):
-    srv = await start_server(redis_url=UNREACHABLE_REDIS)
+async def test_health_is_200_degraded_when_redis_is_unreachable_and_rest_still_works(http, start_server):
+    # Redis only holds the rate limits, and the server keeps serving without it: a readiness
+    # probe must not take every node out of the load balancer during a Redis outage.
+    srv = await start_server(redis_url=UNREACHABLE_REDIS, rate_limit=True)
     status, body = await health(http, srv.base)
-    assert status == 503, body
-    assert body["status"] != "ok"
+    assert status == 200, body
+    assert body["status"] == "degraded"
     assert body["redis"]["ok"] is False and body["redis"]["error"]
+    assert body["rate_limiter"]["ok"] is False and body["rate_limiter"]["enabled"] is True
     assert body["postgres"]["ok"] is True
     assert body["boards_active"] == 0 and body["connections"] == 0
 
@@ -103,6 +109,82 @@ async def test_health_is_503_when_redis_is_unreachable_and_rest_still_works(http
     async with http.get(f"{srv.base}/api/v1/boards/{board['id']}") as r:
         assert r.status == 200
         assert [c["id"] for c in (await r.json())["columns"]] == [col["id"]]
+
+
+class TcpRelay:
+    """A TCP relay on 127.0.0.1 to one address (host and port, or a Unix socket path), that
+    can be cut: open connections dropped, new ones refused, as when the server goes away."""
+
+    def __init__(self, host: str, port: int, unix_path: str | None) -> None:
+        self._target = (host, port, unix_path)
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host, port, unix_path = self._target
+        if unix_path is not None:
+            up_reader, up_writer = await asyncio.open_unix_connection(unix_path)
+        else:
+            up_reader, up_writer = await asyncio.open_connection(host, port)
+        self._writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for w in self._writers:
+            w.close()
+        await self._server.wait_closed()
+
+
+def _postgres_socket(socket_dir: str) -> str:
+    (socket,) = (p for p in Path(socket_dir).glob(".s.PGSQL.*") if p.suffix != ".lock")
+    return str(socket)
+
+
+@contextlib.asynccontextmanager
+async def relayed_postgres(database_url: str) -> AsyncIterator[tuple[str, TcpRelay]]:
+    """The test database's URL rewritten to go through a :class:`TcpRelay`."""
+    parts = urlsplit(database_url)
+    query = parse_qs(parts.query)
+    socket_dir = query.pop("host", [None])[0]  # embedded PostgreSQL listens on a Unix socket
+    port = parts.port or 5432
+    unix_path = _postgres_socket(socket_dir) if socket_dir else None
+    relay = TcpRelay(parts.hostname or "127.0.0.1", port, unix_path)
+    relay_port = await relay.start()
+    user = parts.netloc.rpartition("@")[0]
+    netloc = f"{user}@127.0.0.1:{relay_port}" if user else f"127.0.0.1:{relay_port}"
+    url = urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, doseq=True), ""))
+    try:
+        yield url, relay
+    finally:
+        await relay.cut()
+
+
+async def test_health_is_503_when_postgres_is_unreachable(http, start_server, database_url):
+    async with relayed_postgres(database_url) as (url, relay):
+        srv = await start_server(database_url=url, rate_limit=True)
+        status, body = await health(http, srv.base)
+        assert status == 200 and body["status"] == "ok", body
+
+        await relay.cut()
+        status, body = await health(http, srv.base)
+        assert status == 503, body
+        assert body["status"] == "degraded"
+        assert body["postgres"]["ok"] is False and body["postgres"]["error"]
+        assert body["redis"]["ok"] is True and body["rate_limiter"]["ok"] is True
 
 
 # ------------------------------------------------------------------ /metrics

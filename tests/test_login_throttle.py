@@ -17,8 +17,8 @@ import redis.asyncio as aioredis
 from multidict import CIMultiDict
 
 from server.config import Rate
-from tests.conftest import RunningServer, ServerFactory
-from tests.identity import PASSWORD, Account, register, unique_email
+from tests.conftest import RunningServer, ServerFactory, free_port
+from tests.identity import PASSWORD, Account, register, unique_email, ws_url_with_token
 from tests.test_auth import AUTH, ME
 from tests.test_rest import Reply, assert_error, call
 
@@ -222,6 +222,21 @@ async def test_password_changes_count_in_the_auth_tier(http, accounts, limited):
     assert (await login(http, accounts.base, acct.email)).status == 200
 
 
+async def test_guessing_tokens_is_throttled_like_guessing_passwords(http, accounts, limited):
+    acct = await register(http, accounts.base)
+    srv = await limited()
+    guesses = [
+        await call(http, "GET", f"{srv.base}{ME}", headers={"Authorization": f"Bearer guess-{i}"})
+        for i in range(BUDGET.count)
+    ]
+    assert [r.status for r in guesses] == [401] * BUDGET.count, [r.body for r in guesses]
+    r = await call(http, "GET", f"{srv.base}{ME}", headers={"Authorization": "Bearer one-more"})
+    assert_error(r, 429, "rate_limited")
+    assert int(r.headers["Retry-After"]) >= 1
+    # the address's sign-in budget is spent by the guesses
+    assert_error(await login(http, srv.base, acct.email), 429, "rate_limited")
+
+
 @pytest.fixture
 async def silent_redis() -> AsyncIterator[str]:
     """A Redis URL whose server accepts connections and never answers."""
@@ -260,3 +275,48 @@ async def test_auth_attempts_fail_closed_when_redis_does_not_answer(http, accoun
     # the refused refresh spent nothing
     r = await call(http, "POST", f"{accounts.base}{AUTH}/refresh", json={"refresh_token": acct.refresh_token})
     assert r.status == 200, r.body
+
+
+@pytest.fixture(params=["hanging", "refusing"])
+def redis_down(request: pytest.FixtureRequest, silent_redis: str) -> str:
+    """A Redis URL that does not work: a server that never answers, or a port nobody listens on."""
+    return silent_redis if request.param == "hanging" else f"redis://127.0.0.1:{free_port()}/0"
+
+
+async def test_bad_credentials_get_401_not_503_while_redis_is_down(http, accounts, limited, redis_down):
+    # Bad credentials are counted as sign-in attempts of the client address. While that count
+    # cannot be made, the caller must still hear what is wrong with its credentials: a 503 would
+    # tell a signed-out client to retry a token that will never work again.
+    acct = await register(http, accounts.base)
+    signed_out = await register(http, accounts.base)
+    r = await call(
+        http, "POST", f"{accounts.base}{AUTH}/logout", json={"refresh_token": signed_out.refresh_token}
+    )
+    assert r.status == 204, r.body
+    made = await call(http, "POST", f"{accounts.base}{ME}/tokens", json={"name": "ci"}, headers=acct.headers)
+    assert made.status == 201, made.body
+    api_token = made.body["token"]
+    gone = await call(http, "DELETE", f"{accounts.base}{ME}/tokens/{made.body['id']}", headers=acct.headers)
+    assert gone.status == 204, gone.body
+
+    srv = await limited(redis_url=redis_down)
+    bad = {
+        "malformed": {"Authorization": "Basic dXNlcjpwYXNzd29yZA=="},
+        "invalid": {"Authorization": "Bearer not-a-token"},
+        "revoked": signed_out.headers,
+        "revoked API token": {"Authorization": f"Bearer {api_token}"},
+    }
+    for what, headers in bad.items():
+        for method, path, body in (("GET", ME, None), ("POST", "/api/v1/boards", {"title": "no"})):
+            r = await call(http, method, f"{srv.base}{path}", json=body, headers=headers)
+            assert_error(r, 401, "unauthorized")
+            assert r.headers["WWW-Authenticate"].startswith("Bearer"), (what, method)
+            assert "Retry-After" not in r.headers, (what, method)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await http.ws_connect(ws_url_with_token(srv.ws_url, "not-a-token"), protocols=("boardcast.v1.json",))
+    assert refused.value.status == 401
+
+    # good credentials are still served (fail open), sign-in is still refused (fail closed)
+    r = await call(http, "GET", f"{srv.base}{ME}", headers=acct.headers)
+    assert r.status == 200 and r.body["id"] == acct.user_id, r.body
+    assert_error(await login(http, srv.base, acct.email), 503, "unavailable")

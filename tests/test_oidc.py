@@ -138,9 +138,12 @@ async def test_es256_token_gives_the_identity(provider: OidcProvider, verifier: 
 async def test_name_falls_back_to_preferred_username_then_email(
     provider: OidcProvider, verifier: OidcVerifier
 ) -> None:
-    both = provider.issue("s1", extra_claims={"preferred_username": "carol", "email": "carol@example.test"})
+    both = provider.issue(
+        "s1",
+        extra_claims={"preferred_username": "carol", "email": "carol@example.test", "email_verified": True},
+    )
     assert (await verifier.verify(both)).name == "carol"
-    email_only = provider.issue("s2", extra_claims={"email": "dan@example.test"})
+    email_only = provider.issue("s2", extra_claims={"email": "dan@example.test", "email_verified": True})
     identity = await verifier.verify(email_only)
     assert (identity.name, identity.email) == ("dan@example.test", "dan@example.test")
     nothing = provider.issue("s3", extra_claims={"name": "   ", "preferred_username": 42})
@@ -149,18 +152,41 @@ async def test_name_falls_back_to_preferred_username_then_email(
     assert (await verifier.verify(long_name)).name == "x" * 200
 
 
-async def test_unverified_email_is_not_used(provider: OidcProvider, verifier: OidcVerifier) -> None:
-    for flag in (False, "false"):
-        token = provider.issue(
-            "s1", extra_claims={"email": "eve@example.test", "email_verified": flag, "name": "Eve"}
-        )
-        identity = await verifier.verify(token)
-        assert (identity.email, identity.name) == (None, "Eve")
-    no_name = provider.issue("s2", extra_claims={"email": "eve@example.test", "email_verified": False})
+# What a provider may send as email_verified. Only true (some providers, older AWS Cognito
+# among them, send booleans as strings) says the address was confirmed; anything else, the
+# claim missing included, leaves the address out.
+VERIFIED_FLAGS = (True, "true", "TRUE", " True ")
+UNVERIFIED_FLAGS = (None, False, "false", "False", 1, 0, "1", "yes", "", "truthy", [True], {"v": True})
+
+
+@pytest.mark.parametrize("flag", VERIFIED_FLAGS)
+async def test_a_verified_email_is_used(provider: OidcProvider, verifier: OidcVerifier, flag: object) -> None:
+    token = provider.issue("s1", extra_claims={"email": "ann@example.test", "email_verified": flag})
+    identity = await verifier.verify(token)
+    assert (identity.email, identity.name) == ("ann@example.test", "ann@example.test")
+
+
+@pytest.mark.parametrize("flag", UNVERIFIED_FLAGS)
+async def test_an_email_not_verified_as_true_is_not_used(
+    provider: OidcProvider, verifier: OidcVerifier, flag: object
+) -> None:
+    # flag None: the claim is left out of the token
+    token = provider.issue(
+        "s1", extra_claims={"email": "eve@example.test", "email_verified": flag, "name": "Eve"}
+    )
+    identity = await verifier.verify(token)
+    assert (identity.email, identity.name) == (None, "Eve")
+    no_name = provider.issue("s2", extra_claims={"email": "eve@example.test", "email_verified": flag})
     identity = await verifier.verify(no_name)
     assert (identity.email, identity.name) == (None, None)  # an unverified address is not shown either
-    not_an_email = provider.issue("s3", extra_claims={"email": "not-an-address"})
-    assert (await verifier.verify(not_an_email)).email is None
+
+
+async def test_a_verified_claim_does_not_make_a_bad_address_good(
+    provider: OidcProvider, verifier: OidcVerifier
+) -> None:
+    for email in ("not-an-address", "two@at@example.test", "a@", 42, "x" * 250 + "@b.io"):
+        token = provider.issue("s3", extra_claims={"email": email, "email_verified": True})
+        assert (await verifier.verify(token)).email is None, email
 
 
 async def test_audience_may_be_a_list_containing_ours(provider: OidcProvider, verifier: OidcVerifier) -> None:
@@ -654,14 +680,23 @@ async def test_unverified_or_taken_email_is_not_attached(
     http: aiohttp.ClientSession, srv: RunningServer, provider: OidcProvider
 ) -> None:
     email = unique_email("claimed")
-    unverified = provider.issue(new_subject(), extra_claims={"email": email, "email_verified": False})
-    reply = await me(http, srv, unverified)
+    for flag in (False, None):  # None: no email_verified claim at all
+        unverified = provider.issue(new_subject(), extra_claims={"email": email, "email_verified": flag})
+        reply = await me(http, srv, unverified)
+        assert reply.status == 200, reply.body
+        assert reply.body["email"] is None
+    # the address was not taken by either: a verified owner of it gets it
+    owner = provider.issue(new_subject(), extra_claims={"email": email, "email_verified": "true"})
+    reply = await me(http, srv, owner)
     assert reply.status == 200, reply.body
-    assert reply.body["email"] is None
+    assert reply.body["email"] == email
 
     # an address a local account already has is not linked to (or taken by) the external identity
     local = await register(http, srv.base, email=unique_email("local"), name="Local")
-    token = provider.issue(new_subject(), extra_claims={"email": local.email.upper(), "name": "Copycat"})
+    token = provider.issue(
+        new_subject(),
+        extra_claims={"email": local.email.upper(), "email_verified": True, "name": "Copycat"},
+    )
     reply = await me(http, srv, token)
     assert reply.status == 200, reply.body
     assert reply.body["id"] != local.user_id and reply.body["email"] is None
