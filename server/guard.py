@@ -9,6 +9,7 @@ door for password guessing. The outage is logged once, counted and shown in ``/h
 from __future__ import annotations
 
 import enum
+import ipaddress
 import math
 
 import structlog
@@ -69,7 +70,7 @@ class Guard:
         client address."""
         if user is not None and tier is not Tier.AUTH:
             return f"user:{user.id}"
-        return f"ip:{self.client(request)}"
+        return f"ip:{address_bucket(self.client(request))}"
 
     async def admit(self, request: web.Request, tier: Tier, subject: str, *, report: bool = True) -> None:
         """Count one request of ``tier`` for ``subject``; raise 429 when over the limit.
@@ -136,6 +137,19 @@ class Guard:
             self._metrics.rate_limiter_up.set(1)
             log.info("rate_limiter_recovered")
         return {"ok": True, "enabled": True}
+
+
+def address_bucket(address: str) -> str:
+    """The client address as a rate limit key. An IPv6 client is its /64: one subscriber or
+    host is handed a whole /64 and can pick any address in it, so a per-address limit would not
+    hold anybody back."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:  # "unknown" (no peer address), or a UNIX socket peer
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return address
 
 
 def too_many(tier: str, decision: Decision, rate: Rate) -> BoardcastError:

@@ -25,6 +25,7 @@ from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.config import Rate, load_settings
+from server.guard import address_bucket
 from server.ratelimit import Decision, LocalBucket, RateLimiter, RateLimiterUnavailable, client_ip
 from tests.conftest import RunningServer, ServerFactory, free_port
 from tests.identity import PASSWORD
@@ -676,6 +677,26 @@ async def test_trusted_proxy_clients_get_buckets_of_their_own(
     assert assert_rate_headers(await logout("198.51.100.2"), 3, 600)[0] == 2
     assert assert_rate_headers(await logout("2001:db8::7"), 3, 600)[0] == 2
     assert assert_rate_headers(await logout(None), 3, 600)[0] == 2
+    # an IPv6 client is its /64: any address in it shares the bucket, the next /64 does not
+    assert assert_rate_headers(await logout("2001:db8::8"), 3, 600)[0] == 1
+    assert assert_rate_headers(await logout("2001:db8:0:0:ffff:ffff:ffff:ffff"), 3, 600)[0] == 0
+    assert_refused(await logout("2001:db8::1:2:3:4"), "writes", writes)
+    assert assert_rate_headers(await logout("2001:db8:0:1::7"), 3, 600)[0] == 2
+
+
+@pytest.mark.parametrize(
+    ("address", "bucket"),
+    [
+        ("198.51.100.7", "198.51.100.7"),
+        ("2001:db8::7", "2001:db8::/64"),
+        ("2001:db8:0:0:8000::1", "2001:db8::/64"),
+        ("2001:db8:0:1::", "2001:db8:0:1::/64"),
+        ("::1", "::/64"),
+        ("unknown", "unknown"),
+    ],
+)
+def test_address_bucket(address: str, bucket: str) -> None:
+    assert address_bucket(address) == bucket
 
 
 async def test_without_trusted_proxies_x_forwarded_for_does_not_escape_the_limit(
