@@ -1,8 +1,8 @@
 """Live board state: the actor runtime, board actors and the process's board registry."""
 
-from actors.board import (
+from actors.board import BoardActor, make_board_factory
+from actors.messages import (
     AccessChanged,
-    BoardActor,
     BoardSettings,
     CommandResult,
     DeleteBoard,
@@ -13,7 +13,6 @@ from actors.board import (
     Subscribe,
     Subscriber,
     Unsubscribe,
-    make_board_factory,
 )
 from actors.metrics import Metrics
 from actors.registry import BoardRegistry

@@ -11,13 +11,26 @@ import asyncio
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 import structlog
 
+from actors.messages import (
+    AccessChanged,
+    BoardSettings,
+    CommandResult,
+    DeleteBoard,
+    Execute,
+    GetSnapshot,
+    GetSnapshotJson,
+    SetPresenceState,
+    Subscribe,
+    Subscriber,
+    Unsubscribe,
+)
 from actors.metrics import Metrics
 from actors.presence import Presence
 from actors.runtime import Actor, Envelope
@@ -34,120 +47,6 @@ log = structlog.get_logger(__name__)
 _EVENT_JSON = msgspec.json.Encoder()
 _EVENT_DECODER: msgspec.json.Decoder[c.Event] = msgspec.json.Decoder(c.Event)
 _FINGERPRINT = msgspec.msgpack.Encoder()
-
-
-class Subscriber(Protocol):
-    """A connection viewing a board, as the actor sees it. Every method must return at once."""
-
-    conn_id: str
-    user_id: uuid.UUID
-    user_name: str
-    codec: Codec
-
-    def send(self, msg: ServerMessage) -> None: ...
-
-    def send_frame(self, frame: bytes) -> None:
-        """A complete WebSocket frame built by :meth:`Codec.frame` for this codec."""
-
-    def board_closed(self, board_id: uuid.UUID, reason: str) -> None: ...
-
-    def access_changed(self, board_id: uuid.UUID, role: str | None, member: bool, non_members: bool) -> bool:
-        """The viewer's role on this board is now ``role`` (None: no access). With
-        ``non_members`` the board became private: only a viewer who is not a member loses it.
-        Returns whether the viewer keeps the board."""
-
-    def refusal(self, board_id: uuid.UUID, cmd: c.Command) -> BoardcastError | None:
-        """Why this viewer may not apply ``cmd`` to the board now (None: it may), by the
-        grant :meth:`access_changed` keeps current. Asked when the command is applied, in
-        mailbox order, so a removal or demotion the actor has already processed holds for
-        every command behind it, however long the command waited in the mailbox."""
-
-
-@dataclass(frozen=True, slots=True)
-class BoardSettings:
-    recent_events: int = 1024  # in-memory resume buffer
-    max_resume_events: int = 10_000  # beyond this a resuming client gets a snapshot
-    remembered_requests: int = 10_000  # request ids kept for de-duplication
-    idle_passivate_s: float = 60.0
-    presence_interval_s: float = 0.05
-    max_batch: int = 512
-
-
-# ------------------------------------------------------------------ messages
-
-
-@dataclass(slots=True)
-class Execute:
-    """Apply one command. The reply future gets a :class:`CommandResult` or the error; a
-    WebSocket ``origin`` also gets its ack pushed by the actor, ahead of the event, and turns
-    a failed future (a refusal, a crash, a stop) into an error frame naming the rid."""
-
-    author: uuid.UUID
-    rid: str | None
-    cmd: c.Command
-    origin: Subscriber | None = None
-    received: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class CommandResult:
-    seq: int
-    duplicate: bool
-    event: EventMsg | None
-    # The column or card as this command left it (for REST replies); None for deletes,
-    # board updates and duplicates.
-    entity: Column | Card | None = None
-
-
-@dataclass(slots=True)
-class Subscribe:
-    """Add a viewer. ``recheck``, when given, is awaited first, in mailbox order: it decides
-    again whether the viewer may see the board and raises if not. A membership change that
-    committed before it is seen by it; one that commits after it sends its AccessChanged
-    behind this Subscribe. Either way no stale grant outlives the join."""
-
-    sub: Subscriber
-    rid: str
-    since_seq: int | None
-    recheck: Callable[[], Awaitable[None]] | None = None
-
-
-@dataclass(slots=True)
-class Unsubscribe:
-    conn_id: str
-
-
-@dataclass(slots=True)
-class SetPresenceState:
-    conn_id: str
-    state: dict[str, Any]
-
-
-@dataclass(slots=True)
-class AccessChanged:
-    """``user_id``'s access changed to ``role`` (None: none); with ``user_id`` None the board
-    became private and every viewer who is not a member loses it. In mailbox order, so nothing
-    the actor sends after this reaches someone who lost access."""
-
-    user_id: uuid.UUID | None
-    role: str | None
-    member: bool = True
-
-
-@dataclass(slots=True)
-class GetSnapshot:
-    pass
-
-
-@dataclass(slots=True)
-class GetSnapshotJson:
-    """The snapshot already encoded as JSON; cached per seq, so repeated reads of an
-    unchanged board cost one dictionary lookup."""
-
-
-@dataclass(slots=True)
-class DeleteBoard:
-    author: uuid.UUID
 
 
 @dataclass(slots=True)

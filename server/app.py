@@ -37,11 +37,12 @@ from server.keys import (
     SETTINGS,
     USER,
 )
+from server.live import LiveConnections
 from server.oidc import OidcVerifier
 from server.openapi import build_openapi
 from server.ratelimit import RateLimiter
 from server.rest import ROUTES
-from server.ws import Connection, LiveConnections, negotiate
+from server.ws import Connection, negotiate
 from storage import BoardRepo, IdentityRepo, MemberRepo, create_pool, migrate
 
 VERSION = "0.1.0"

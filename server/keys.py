@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from server.access import User
     from server.auth import Authenticator
     from server.guard import Guard
+    from server.live import LiveConnections
     from server.ratelimit import Decision
-    from server.ws import LiveConnections
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
