@@ -20,6 +20,7 @@ import structlog
 
 from actors.messages import (
     AccessChanged,
+    AccessLookup,
     BoardSettings,
     CommandResult,
     DeleteBoard,
@@ -70,6 +71,7 @@ class BoardActor(Actor):
         repo: BoardRepo,
         metrics: Metrics,
         settings: BoardSettings,
+        access: AccessLookup,
     ) -> None:
         super().__init__()
         self.board_id = board_id
@@ -77,6 +79,7 @@ class BoardActor(Actor):
         self.max_batch = settings.max_batch
         self.idle_check_s = settings.idle_passivate_s
         self._repo = repo
+        self._access = access
         self._metrics = metrics
         self._settings = settings
         self._state: BoardState | None = None
@@ -111,6 +114,10 @@ class BoardActor(Actor):
             self._presence_timer = None
             self._schedule_presence()
         await self.on_start()
+        # Whatever the crashed batch held (an AccessChanged among it is lost), the viewers'
+        # grants are read again with the board. If that fails the actor stops, and every
+        # viewer is told the board closed.
+        await self._read_access(list(self._subs.values()))
 
     def should_passivate(self) -> bool:
         return not self._subs
@@ -162,29 +169,34 @@ class BoardActor(Actor):
             env.fail(not_found("board", self.board_id))
             return
         fingerprint = None
+        reused_at = None  # the seq of an earlier, different command under the same rid
         if msg.rid is not None:
             fingerprint = hash(_FINGERPRINT.encode(msg.cmd))
             seen = self._requests.get((msg.author, msg.rid))
             if seen is not None:
                 seq, known = seen
-                if known is not None and known != fingerprint:
-                    err = BoardcastError(
-                        ErrorCode.CONFLICT,
-                        "this request id was already used for a different command",
-                        {"seq": seq},
-                    )
-                    env.fail(err)
+                if known is None or known == fingerprint:
+                    # A retry of what was applied (while it was allowed) changes nothing and
+                    # is acknowledged as before, whatever the sender's role is now.
+                    original = self._recent_event(seq)
+                    entity = st.entity_after(original.event) if original and env.reply else None
+                    pending.append(_Pending(env, msg, seq, None, entity))
                     return
-                original = self._recent_event(seq)
-                entity = st.entity_after(original.event) if original and env.reply else None
-                pending.append(_Pending(env, msg, seq, None, entity))
-                return
-        # After the duplicate check: a retry of what was applied while allowed changes nothing
-        # and is acknowledged as before.
+                reused_at = seq
+        # Before the conflict answer, which would tell someone without access about the board.
         refused = msg.origin.refusal(self.board_id, msg.cmd) if msg.origin is not None else None
         if refused is not None:
             self._metrics.commands.labels(op=msg.cmd.__struct_config__.tag, outcome=refused.code).inc()
             env.fail(refused)
+            return
+        if reused_at is not None:
+            env.fail(
+                BoardcastError(
+                    ErrorCode.CONFLICT,
+                    "this request id was already used for a different command",
+                    {"seq": reused_at},
+                )
+            )
             return
         try:
             event = st.apply(msg.cmd)
@@ -312,7 +324,7 @@ class BoardActor(Actor):
                         self._schedule_presence()
                     env.resolve(None)
                 case AccessChanged():
-                    self._access_changed(msg)
+                    await self._access_changed(msg)
                     env.resolve(None)
                 case _FlushPresence():
                     self._presence_timer = None
@@ -335,10 +347,16 @@ class BoardActor(Actor):
             env.fail(BoardcastError(ErrorCode.UNAVAILABLE, "the board could not answer; retry"))
 
     async def _subscribe(self, msg: Subscribe) -> None:
-        if msg.recheck is not None:
-            await msg.recheck()
-        st = self._board
         sub = msg.sub
+        given_up = BoardcastError(ErrorCode.NOT_JOINED, "the join was given up")
+        if not sub.joining(self.board_id):
+            raise given_up
+        grant = (await self._access(self.board_id, [sub.user_id])).get(sub.user_id)
+        if grant is None:
+            raise not_found("board", self.board_id)
+        if not sub.access_changed(self.board_id, grant):  # given up during the read
+            raise given_up
+        st = self._board
         joined = Joined(rid=msg.rid, board_id=self.board_id, seq=st.seq)
         since = msg.since_seq
         if since is not None and since > st.seq:
@@ -387,11 +405,26 @@ class BoardActor(Actor):
             cached = self._json_snapshot = (st.seq, _EVENT_JSON.encode(st.snapshot()))
         return cached[1]
 
-    def _access_changed(self, msg: AccessChanged) -> None:
-        for sub in list(self._subs.values()):
-            if msg.user_id is not None and sub.user_id != msg.user_id:
-                continue
-            if not sub.access_changed(self.board_id, msg.role, msg.member, non_members=msg.user_id is None):
+    async def _access_changed(self, msg: AccessChanged) -> None:
+        subs = [s for s in self._subs.values() if msg.user_id is None or s.user_id == msg.user_id]
+        try:
+            await self._read_access(subs)
+        except Exception as e:
+            # Unread, a grant could be stale: those viewers lose the board and join again,
+            # which checks their access afresh.
+            self._log.error("access_read_failed", error=repr(e), viewers=len(subs))
+            for sub in subs:
+                sub.board_closed(self.board_id, "board_unavailable")
+                self._unsubscribe(sub.conn_id)
+            self._flush_presence_joins()
+
+    async def _read_access(self, subs: list[Subscriber]) -> None:
+        """Give these viewers their current grants (one query); drop those left without."""
+        if not subs:
+            return
+        grants = await self._access(self.board_id, list({s.user_id for s in subs}))
+        for sub in subs:
+            if not sub.access_changed(self.board_id, grants.get(sub.user_id)):
                 self._unsubscribe(sub.conn_id)
         self._flush_presence_joins()
 
@@ -445,6 +478,6 @@ class BoardActor(Actor):
 
 
 def make_board_factory(
-    repo: BoardRepo, metrics: Metrics, settings: BoardSettings
+    repo: BoardRepo, metrics: Metrics, settings: BoardSettings, access: AccessLookup
 ) -> Callable[[uuid.UUID], BoardActor]:
-    return lambda board_id: BoardActor(board_id, repo, metrics, settings)
+    return lambda board_id: BoardActor(board_id, repo, metrics, settings, access)

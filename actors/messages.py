@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -12,6 +12,11 @@ from protocol.codec import Codec
 from protocol.errors import BoardcastError
 from protocol.messages import EventMsg, ServerMessage
 from protocol.model import Card, Column
+
+# (board_id, user ids) -> each user's grant on the board; a user without access is left out.
+# The grants are opaque to the actor: the server decides them (server.access) and the
+# subscriber interprets them.
+AccessLookup = Callable[[uuid.UUID, Sequence[uuid.UUID]], Awaitable[Mapping[uuid.UUID, object]]]
 
 
 class Subscriber(Protocol):
@@ -29,10 +34,12 @@ class Subscriber(Protocol):
 
     def board_closed(self, board_id: uuid.UUID, reason: str) -> None: ...
 
-    def access_changed(self, board_id: uuid.UUID, role: str | None, member: bool, non_members: bool) -> bool:
-        """The viewer's role on this board is now ``role`` (None: no access). With
-        ``non_members`` the board became private: only a viewer who is not a member loses it.
-        Returns whether the viewer keeps the board."""
+    def joining(self, board_id: uuid.UUID) -> bool:
+        """Whether the connection still wants this board (it has not given up a join)."""
+
+    def access_changed(self, board_id: uuid.UUID, grant: object | None) -> bool:
+        """The viewer's access to this board is now ``grant``, as the :data:`AccessLookup`
+        answered (None: none). Returns whether the viewer keeps the board."""
 
     def refusal(self, board_id: uuid.UUID, cmd: c.Command) -> BoardcastError | None:
         """Why this viewer may not apply ``cmd`` to the board now (None: it may), by the
@@ -79,15 +86,14 @@ class CommandResult:
 
 @dataclass(slots=True)
 class Subscribe:
-    """Add a viewer. ``recheck``, when given, is awaited first, in mailbox order: it decides
-    again whether the viewer may see the board and raises if not. A membership change that
-    committed before it is seen by it; one that commits after it sends its AccessChanged
-    behind this Subscribe. Either way no stale grant outlives the join."""
+    """Add a viewer. The actor reads the viewer's access again first, in mailbox order: a
+    membership change that committed before that read is seen by it, one that commits after
+    it sends its AccessChanged behind this Subscribe. Either way no stale grant outlives the
+    join, and a join the connection has given up (a timeout) subscribes nothing."""
 
     sub: Subscriber
     rid: str
     since_seq: int | None
-    recheck: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass(slots=True)
@@ -103,13 +109,12 @@ class SetPresenceState:
 
 @dataclass(slots=True)
 class AccessChanged:
-    """``user_id``'s access changed to ``role`` (None: none); with ``user_id`` None the board
-    became private and every viewer who is not a member loses it. In mailbox order, so nothing
-    the actor sends after this reaches someone who lost access."""
+    """``user_id``'s access (None: every viewer's) may have changed: sent after the change
+    commits. The actor reads the viewers' access again when it processes this, in mailbox
+    order, so it always applies the latest committed state, whatever order such messages
+    arrive in, and nothing it sends afterwards reaches someone who lost access."""
 
     user_id: uuid.UUID | None
-    role: str | None
-    member: bool = True
 
 
 @dataclass(slots=True)

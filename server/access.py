@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -100,26 +101,44 @@ def forbidden(role: str, action: Action) -> BoardcastError:
     return BoardcastError(ErrorCode.FORBIDDEN, f"a {role} may not {action.value} this board", {"role": role})
 
 
+def grant_for(role: str | None, visibility: str) -> Grant | None:
+    """What a user with membership ``role`` (None: not a member) has on a board of this
+    visibility: members their role, anyone signed in a viewer's access to a ``signed_in``
+    board, others nothing."""
+    if role is not None:
+        return Grant(role, member=True)
+    if visibility == "signed_in":
+        return Grant("viewer", member=False)
+    return None
+
+
 async def authorize(members: MemberRepo, user: User, board_id: uuid.UUID, action: Action) -> Grant:
     """The caller's grant on the board if it permits ``action``. Someone with no access gets
     exactly the answer for a board that does not exist, so existence does not leak."""
     access = await members.access(board_id, user.id)
-    if access is None:
-        raise not_found("board", board_id)
-    if access.role is not None:
-        grant = Grant(access.role, member=True)
-    elif access.visibility == "signed_in":
-        grant = Grant("viewer", member=False)
-    else:
+    grant = None if access is None else grant_for(access.role, access.visibility)
+    if grant is None:
         raise not_found("board", board_id)
     if not role_allows(grant.role, action):
         raise forbidden(grant.role, action)
     return grant
 
 
-def grant_after_removal(visibility: str) -> Grant | None:
-    """What a removed member keeps: a signed-in viewer's access on a board visible to all."""
-    return Grant("viewer", member=False) if visibility == "signed_in" else None
+async def grants(
+    members: MemberRepo, board_id: uuid.UUID, user_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Grant]:
+    """The grants of these users on the board, in one query; those without access are left
+    out. What a board actor reads when it (re)checks its viewers (actors.AccessLookup)."""
+    found = await members.access_many(board_id, user_ids)
+    if found is None:
+        return {}
+    visibility, roles = found
+    out = {}
+    for user_id in user_ids:
+        grant = grant_for(roles.get(user_id), visibility)
+        if grant is not None:
+            out[user_id] = grant
+    return out
 
 
 def check_membership_change(

@@ -116,18 +116,11 @@ def _tx_or_404(tx: MembershipTx | None, board_id: uuid.UUID) -> MembershipTx:
     return tx
 
 
-async def _push_access(request: web.Request, board_id: uuid.UUID, user_id: uuid.UUID) -> None:
-    """Tell the board's live connections of ``user_id`` what they may do now."""
-    access = await request.app[MEMBERS].access(board_id, user_id)
-    if access is None:
-        return
-    if access.role is not None:
-        msg = AccessChanged(user_id=user_id, role=access.role, member=True)
-    elif access.visibility == "signed_in":
-        msg = AccessChanged(user_id=user_id, role="viewer", member=False)
-    else:
-        msg = AccessChanged(user_id=user_id, role=None, member=False)
-    request.app[REGISTRY].tell_if_active(board_id, msg)
+def _push_access(request: web.Request, board_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    """Tell the board, after the change committed, that ``user_id``'s access changed. It reads
+    the access itself when it gets there (in mailbox order), so nothing can fail between the
+    commit and the telling, and of two changes the later one always wins."""
+    request.app[REGISTRY].tell_if_active(board_id, AccessChanged(user_id=user_id))
 
 
 async def _change(
@@ -150,7 +143,7 @@ async def _change(
     log.info(
         "member_changed", board_id=str(board_id), by=str(actor.id), user_id=str(target_id), role=new_role
     )
-    await _push_access(request, board_id, target_id)
+    _push_access(request, board_id, target_id)
     return result
 
 
@@ -180,7 +173,7 @@ async def add_member(request: web.Request) -> web.Response:
         check_membership_change(await tx.role_of(user.id), None, body.role, 0, self_change=False)
         added = await tx.add(target_id, body.role)
     log.info("member_added", board_id=str(board_id), by=str(user.id), user_id=str(target_id), role=body.role)
-    await _push_access(request, board_id, target_id)
+    _push_access(request, board_id, target_id)
     return json_response(_member_out(added, True), 201)
 
 
@@ -224,8 +217,8 @@ async def transfer(request: web.Request) -> web.Response:
         await tx.set_role(body.user_id, "owner")
         await tx.set_role(user.id, "admin")
     log.info("ownership_transferred", board_id=str(board_id), by=str(user.id), to=str(body.user_id))
-    await _push_access(request, board_id, body.user_id)
-    await _push_access(request, board_id, user.id)
+    _push_access(request, board_id, body.user_id)
+    _push_access(request, board_id, user.id)
     return web.Response(status=204)
 
 
@@ -306,7 +299,7 @@ async def accept_invitation(request: web.Request) -> web.Response:
     assert role is not None
     if role != current:
         log.info("invitation_accepted", board_id=str(inv.board_id), user_id=str(user.id), role=role)
-        await _push_access(request, inv.board_id, user.id)
+        _push_access(request, inv.board_id, user.id)
     info: BoardInfo | None = await repo.board_info(inv.board_id, role)
     if info is None:
         raise BoardcastError(ErrorCode.NOT_FOUND, "invitation not found")

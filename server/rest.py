@@ -181,7 +181,7 @@ async def patch_board(request: web.Request) -> web.Response:
         await cx.members.set_visibility(board_id, body.visibility)
         if body.visibility == "private":
             # Signed-in viewers who are not members lose the board at once.
-            cx.registry.tell_if_active(board_id, AccessChanged(user_id=None, role=None, member=False))
+            cx.registry.tell_if_active(board_id, AccessChanged(user_id=None))
     assert cx.grant is not None
     info = await cx.members.board_info(board_id, cx.grant.role)
     if info is None:

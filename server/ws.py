@@ -177,21 +177,22 @@ class Connection:
         action = action_for(cmd)
         return None if role_allows(grant.role, action) else forbidden(grant.role, action)
 
-    def access_changed(self, board_id: uuid.UUID, role: str | None, member: bool, non_members: bool) -> bool:
-        grant = self._boards.get(board_id)
-        if grant is None:
+    def joining(self, board_id: uuid.UUID) -> bool:
+        return board_id in self._boards
+
+    def access_changed(self, board_id: uuid.UUID, grant: object | None) -> bool:
+        old = self._boards.get(board_id)
+        if old is None:  # left, or gave up joining
             return False
-        if non_members and grant.member:
-            return True
-        if role is None:
+        if not isinstance(grant, Grant):
             del self._boards[board_id]
             self.send(Access(board_id=board_id, role=None))
             self.send(Left(board_id=board_id, reason="access_revoked"))
             self._log.info("board_access_revoked", board_id=str(board_id))
             return False
-        self._boards[board_id] = Grant(role, member)
-        if role != grant.role:
-            self.send(Access(board_id=board_id, role=role))
+        self._boards[board_id] = grant
+        if grant.role != old.role:
+            self.send(Access(board_id=board_id, role=grant.role))
         return True
 
     # ------------------------------------------------------------------ lifecycle
@@ -371,12 +372,12 @@ class Connection:
             raise _limited("ws_commands", wait)
 
     async def _command(self, msg: Cmd) -> None:
-        grant = self._boards.get(msg.board_id)
-        if grant is None:
+        # Only whether the board is joined is looked at here. The role is decided by the board
+        # when it applies the command (Connection.refusal), after any change ahead of it and
+        # after its duplicate check, so a retry of a command applied before a demotion is
+        # acknowledged as a duplicate, not refused.
+        if msg.board_id not in self._boards:
             raise BoardcastError(ErrorCode.NOT_JOINED, "join the board before sending commands")
-        action = action_for(msg.op)
-        if not role_allows(grant.role, action):
-            raise forbidden(grant.role, action)
         while self._inflight >= MAX_INFLIGHT:
             # Back-pressure: stop reading this socket until the board answers some commands.
             if self._inflight_free is None:
@@ -418,21 +419,14 @@ class Connection:
             )
         board_id = msg.board_id
         # Decided here first, so that no actor is started for a board the caller cannot see,
-        # and again by the actor as it subscribes (see Subscribe): a removal that commits
-        # between this answer and the subscription would otherwise leave a stale grant.
+        # and again by the actor as it subscribes (see actors.Subscribe): a removal that
+        # commits between this answer and the subscription would otherwise leave a stale grant.
         self._boards[board_id] = await authorize(self._members, self._user, board_id, Action.READ)
-
-        async def recheck() -> None:
-            grant = await authorize(self._members, self._user, board_id, Action.READ)
-            if board_id not in self._boards:  # the join timed out and was given up
-                raise BoardcastError(ErrorCode.NOT_JOINED, "the join was given up")
-            self._boards[board_id] = grant
-
         try:
             # The actor pushes the `joined` frame itself, ahead of any later event.
             await self._registry.ask(
                 board_id,
-                Subscribe(sub=self, rid=msg.rid, since_seq=msg.since_seq, recheck=recheck),
+                Subscribe(sub=self, rid=msg.rid, since_seq=msg.since_seq),
                 self._settings.ask_timeout_s,
             )
         except BoardcastError:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -143,6 +143,22 @@ class MemberRepo:
             user_id,
         )
         return None if row is None else Access(role=row["role"], visibility=row["visibility"])
+
+    async def access_many(
+        self, board_id: uuid.UUID, user_ids: Sequence[uuid.UUID]
+    ) -> tuple[str, dict[uuid.UUID, str]] | None:
+        """The board's visibility and the roles of those of ``user_ids`` who are members, in
+        one query; None if no such board."""
+        rows = await self._pool.fetch(
+            """SELECT b.visibility, m.user_id, m.role FROM boards b
+               LEFT JOIN board_members m ON m.board_id = b.id AND m.user_id = ANY($2::uuid[])
+               WHERE b.id = $1""",
+            board_id,
+            list(user_ids),
+        )
+        if not rows:
+            return None
+        return rows[0]["visibility"], {r["user_id"]: r["role"] for r in rows if r["user_id"] is not None}
 
     @asynccontextmanager
     async def change(self, board_id: uuid.UUID) -> AsyncIterator[MembershipTx | None]:

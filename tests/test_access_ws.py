@@ -11,10 +11,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import asyncpg
 import jwt
 import pytest
 
-from server.keys import MEMBERS, REPO
+from actors import AccessChanged
+from server.keys import MEMBERS, REGISTRY, REPO
 from tests.conftest import ENCODINGS, RunningServer
 from tests.identity import Account, ws_url_with_token
 from tests.roles import accounts, board_url, board_with_roles, call, set_visibility
@@ -527,3 +529,100 @@ async def test_a_join_racing_a_removal_does_not_keep_the_old_grant(http, start_s
     _assert_refused(answer, "not_joined", rid, bid)
     assert await _seq(http, srv.base, bid, owner) == seq
     assert not [m for m in c.log if m["type"] in ("joined", "event")]
+
+
+async def _delete_membership(database_url: str, bid: str, who: Account) -> None:
+    """Remove a membership behind the board's back: no AccessChanged is sent, as if it had
+    been lost (or made by another process)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "DELETE FROM board_members WHERE board_id = $1 AND user_id = $2",
+            uuid.UUID(bid),
+            uuid.UUID(who.user_id),
+        )
+    finally:
+        await conn.close()
+
+
+async def test_the_board_reads_access_when_it_processes_a_change(http, start_server, ws_as, database_url):
+    """An AccessChanged carries no role: the board reads the access itself, when it gets to
+    the message, so it applies the latest committed state even if messages about one user
+    arrive out of order (or one is about a change it never heard of)."""
+    srv = await start_server(auth="jwt")
+    people = await accounts(http, srv.base, "owner", "member")
+    owner, bob = people["owner"], people["member"]
+    bid = await board_with_roles(http, srv.base, people)
+    col = await _column(http, srv.base, bid, owner)
+    c = await ws_as(srv, bob)
+    await c.join(bid)
+
+    await _delete_membership(database_url, bid, bob)
+    srv.app[REGISTRY].tell_if_active(uuid.UUID(bid), AccessChanged(user_id=uuid.UUID(bob.user_id)))
+    await c.wait_until(lambda log: any(m["type"] == "left" for m in log), what="the left frame")
+    (access,) = [m for m in c.log if m["type"] == "access"]
+    _assert_access(access, bid, None)
+    rid = new_rid()
+    answer = await c.cmd(bid, {"op": "card.create", "column_id": col, "title": "x"}, rid=rid)
+    _assert_refused(answer, "not_joined", rid, bid)
+
+
+async def test_a_board_that_restarts_reads_its_viewers_access_again(http, start_server, ws_as, database_url):
+    """A crash can lose an AccessChanged that was in the failed batch: the board reads every
+    viewer's access again with its state when it restarts."""
+    srv = await start_server(auth="jwt")
+    people = await accounts(http, srv.base, "owner", "member")
+    owner, bob = people["owner"], people["member"]
+    bid = await board_with_roles(http, srv.base, people)
+    col = await _column(http, srv.base, bid, owner)
+    c = await ws_as(srv, bob)
+    await c.join(bid)
+    o = await ws_as(srv, owner)
+    await o.join(bid)
+    await _delete_membership(database_url, bid, bob)
+
+    repo = srv.app[REPO]
+    persist = repo.persist
+
+    async def fail_once(*args: Any) -> Any:
+        repo.persist = persist  # type: ignore[method-assign]
+        raise ConnectionError("the database went away")
+
+    repo.persist = fail_once  # type: ignore[method-assign]
+    rid = await o.send_cmd(bid, {"op": "card.create", "column_id": col, "title": "fails"})
+    assert (await o.wait_answers([rid]))[rid]["code"] == "unavailable"
+
+    await c.wait_until(lambda log: any(m["type"] == "left" for m in log), what="the left frame")
+    (access,) = [m for m in c.log if m["type"] == "access"]
+    _assert_access(access, bid, None)
+    rid = new_rid()
+    answer = await c.cmd(bid, {"op": "card.create", "column_id": col, "title": "x"}, rid=rid)
+    _assert_refused(answer, "not_joined", rid, bid)
+    # the owner carries on
+    assert (await o.cmd(bid, {"op": "card.create", "column_id": col, "title": "ok"}))["type"] == "ack"
+
+
+async def test_a_retry_of_a_command_applied_before_a_demotion_is_a_duplicate(http, start_server, ws_as):
+    srv = await start_server(auth="jwt")
+    people = await accounts(http, srv.base, "owner", "member")
+    owner, bob = people["owner"], people["member"]
+    bid = await board_with_roles(http, srv.base, people)
+    col = await _column(http, srv.base, bid, owner)
+    c = await ws_as(srv, bob)
+    await c.join(bid)
+    op = {"op": "card.create", "column_id": col, "title": "before"}
+    rid = new_rid()
+    first = await c.cmd(bid, op, rid=rid)
+    assert first["type"] == "ack", first
+
+    r = await call(
+        http, "PATCH", board_url(srv.base, bid, f"/members/{bob.user_id}"), owner, json={"role": "viewer"}
+    )
+    assert r.status == 200, r.body
+    await c.wait_until(lambda log: any(m["type"] == "access" for m in log), what="the access frame")
+    again = await c.request({"type": "cmd", "rid": rid, "board_id": bid, "op": op})
+    assert again["type"] == "ack" and again["seq"] == first["seq"] and again["duplicate"] is True, again
+    # the same rid for another command is refused for the role, not answered `conflict`
+    other = await c.request({"type": "cmd", "rid": rid, "board_id": bid, "op": {**op, "title": "other"}})
+    _assert_refused(other, "forbidden", rid, bid)
+    assert await _seq(http, srv.base, bid, owner) == first["seq"]
