@@ -278,8 +278,8 @@ async def accept_invitation(request: web.Request) -> web.Response:
         raise BoardcastError(ErrorCode.NOT_FOUND, "invitation not found")
     if inv.expires_at <= dt.datetime.now(dt.UTC):
         raise _gone("invitation expired")
-    if inv.uses >= inv.max_uses:
-        raise _gone("invitation has no uses left")
+    # Whether uses are left is decided in the transaction, and only when the invitation is
+    # used: someone already a member (at that role or above) uses nothing, whatever is left.
     async with repo.change(inv.board_id) as maybe_tx:
         if maybe_tx is None:
             raise BoardcastError(ErrorCode.NOT_FOUND, "invitation not found")
