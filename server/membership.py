@@ -33,8 +33,9 @@ from server.access import (
 )
 from server.accounts import Email, Opaque
 from server.auth import INVITATION_PREFIX, new_secret_token, token_hash
+from server.guard import Tier
 from server.http import Body, Route, json_response, path_uuid, read_body
-from server.keys import MEMBERS, REGISTRY
+from server.keys import GUARD, MEMBERS, REGISTRY
 from storage.members import InvitationGone, InvitationRecord, MemberRecord, MembershipTx
 
 log = structlog.get_logger(__name__)
@@ -162,6 +163,10 @@ async def add_member(request: web.Request) -> web.Response:
     if (body.user_id is None) == (body.email is None):
         raise bad_request("give exactly one of user_id and email")
     user, board_id, _ = await _access(request, Action.ADMIN)
+    if body.email is not None:
+        # The answer tells whether an address has an account: such look-ups are limited like
+        # sign-in attempts (per user), so a board of one's own is no fast oracle for them.
+        await request.app[GUARD].admit(request, Tier.AUTH, f"lookup:{user.id}", report=False)
     repo = request.app[MEMBERS]
     target_id = await repo.find_user(user_id=body.user_id, email=body.email)
     if target_id is None:

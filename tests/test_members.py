@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 
+from server.config import Rate
 from tests.identity import Account
 from tests.roles import (
     API,
@@ -327,3 +328,23 @@ async def test_adding_a_member_without_a_role_makes_them_a_member(http, start_se
     assert r.status == 201, r.body
     assert r.body["role"] == "member"
     assert (await member_roles(http, srv.base, bid, people["owner"]))[people["ann"].user_id] == "member"
+
+
+async def test_adding_by_email_is_limited_like_sign_in_attempts(http, start_server, redis_prefix):
+    """The answer to adding by email tells whether the address has an account, so those
+    look-ups are limited per user by the auth tier; adding by user id is not."""
+    prefix = f"{redis_prefix}-{uuid.uuid4().hex[:6]}"
+    srv = await start_server(auth="jwt", rate_limit=True, rate_auth=Rate(4, 600), redis_prefix=prefix)
+    people = await accounts(http, srv.base, "owner", "known", "other")
+    owner = people["owner"]
+    bid = await board_with_roles(http, srv.base, {"owner": owner})
+    url = _members_url(srv.base, bid)
+    emails = ("nobody-1@example.com", people["known"].email, "nobody-2@example.com", "nobody-3@example.com")
+    answers = [(await call(http, "POST", url, owner, json={"email": email})).status for email in emails]
+    assert answers == [404, 201, 404, 404], answers
+    refused = await call(http, "POST", url, owner, json={"email": "nobody-4@example.com"})
+    assert assert_error(refused, 429, "rate_limited")["details"]["tier"] == "auth", refused.body
+    assert int(refused.headers["Retry-After"]) >= 1
+    # by user id: not a look-up of an address
+    by_id = await call(http, "POST", url, owner, json={"user_id": people["other"].user_id})
+    assert by_id.status == 201, by_id.body
