@@ -425,6 +425,21 @@ async def test_making_a_board_private_drops_signed_in_strangers_but_not_members(
 # ------------------------------------------------------------------ races with a busy board
 
 
+async def _member_joined(
+    http: aiohttp.ClientSession, start_server: Callable[..., Awaitable[RunningServer]], ws_as: WsFactory
+) -> tuple[RunningServer, Account, Account, str, str, WsClient]:
+    """A jwt server and a board with a column, whose owner has a member (bob) joined over a
+    WebSocket: (server, owner, bob, board id, column id, bob's connection)."""
+    srv = await start_server(auth="jwt")
+    people = await accounts(http, srv.base, "owner", "member")
+    owner, bob = people["owner"], people["member"]
+    bid = await board_with_roles(http, srv.base, people)
+    col = await _column(http, srv.base, bid, owner)
+    c = await ws_as(srv, bob)
+    await c.join(bid)
+    return srv, owner, bob, bid, col, c
+
+
 class _Held:
     """Wraps the async method ``name`` of one of the server's objects so that the ``nth`` call
     (from 1) that ``matches`` is held, after it has done its work, until :meth:`release`: the
@@ -474,13 +489,7 @@ async def test_a_command_queued_behind_a_membership_change_is_refused(http, star
     """The REST answer has come, the board has not yet processed the change (it is busy), and
     the member's connection still holds its old grant: the command it sends now is decided by
     the board when it reaches it, after the change, and refused."""
-    srv = await start_server(auth="jwt")
-    people = await accounts(http, srv.base, "owner", "member")
-    owner, bob = people["owner"], people["member"]
-    bid = await board_with_roles(http, srv.base, people)
-    col = await _column(http, srv.base, bid, owner)
-    c = await ws_as(srv, bob)
-    await c.join(bid)
+    srv, owner, bob, bid, col, c = await _member_joined(http, start_server, ws_as)
     seq = await _seq(http, srv.base, bid, owner)
 
     held = await _hold_board(srv, ws_as, bid, owner, col)
@@ -545,20 +554,9 @@ async def _delete_membership(database_url: str, bid: str, who: Account) -> None:
         await conn.close()
 
 
-async def test_the_board_reads_access_when_it_processes_a_change(http, start_server, ws_as, database_url):
-    """An AccessChanged carries no role: the board reads the access itself, when it gets to
-    the message, so it applies the latest committed state even if messages about one user
-    arrive out of order (or one is about a change it never heard of)."""
-    srv = await start_server(auth="jwt")
-    people = await accounts(http, srv.base, "owner", "member")
-    owner, bob = people["owner"], people["member"]
-    bid = await board_with_roles(http, srv.base, people)
-    col = await _column(http, srv.base, bid, owner)
-    c = await ws_as(srv, bob)
-    await c.join(bid)
-
-    await _delete_membership(database_url, bid, bob)
-    srv.app[REGISTRY].tell_if_active(uuid.UUID(bid), AccessChanged(user_id=uuid.UUID(bob.user_id)))
+async def _expect_lost(c: WsClient, bid: str, col: str) -> None:
+    """The connection was told it lost the board (`access` null, then `left`), and a command
+    to it is refused as not joined."""
     await c.wait_until(lambda log: any(m["type"] == "left" for m in log), what="the left frame")
     (access,) = [m for m in c.log if m["type"] == "access"]
     _assert_access(access, bid, None)
@@ -567,16 +565,21 @@ async def test_the_board_reads_access_when_it_processes_a_change(http, start_ser
     _assert_refused(answer, "not_joined", rid, bid)
 
 
+async def test_the_board_reads_access_when_it_processes_a_change(http, start_server, ws_as, database_url):
+    """An AccessChanged carries no role: the board reads the access itself, when it gets to
+    the message, so it applies the latest committed state even if messages about one user
+    arrive out of order (or one is about a change it never heard of)."""
+    srv, _, bob, bid, col, c = await _member_joined(http, start_server, ws_as)
+
+    await _delete_membership(database_url, bid, bob)
+    srv.app[REGISTRY].tell_if_active(uuid.UUID(bid), AccessChanged(user_id=uuid.UUID(bob.user_id)))
+    await _expect_lost(c, bid, col)
+
+
 async def test_a_board_that_restarts_reads_its_viewers_access_again(http, start_server, ws_as, database_url):
     """A crash can lose an AccessChanged that was in the failed batch: the board reads every
     viewer's access again with its state when it restarts."""
-    srv = await start_server(auth="jwt")
-    people = await accounts(http, srv.base, "owner", "member")
-    owner, bob = people["owner"], people["member"]
-    bid = await board_with_roles(http, srv.base, people)
-    col = await _column(http, srv.base, bid, owner)
-    c = await ws_as(srv, bob)
-    await c.join(bid)
+    srv, owner, bob, bid, col, c = await _member_joined(http, start_server, ws_as)
     o = await ws_as(srv, owner)
     await o.join(bid)
     await _delete_membership(database_url, bid, bob)
@@ -592,24 +595,13 @@ async def test_a_board_that_restarts_reads_its_viewers_access_again(http, start_
     rid = await o.send_cmd(bid, {"op": "card.create", "column_id": col, "title": "fails"})
     assert (await o.wait_answers([rid]))[rid]["code"] == "unavailable"
 
-    await c.wait_until(lambda log: any(m["type"] == "left" for m in log), what="the left frame")
-    (access,) = [m for m in c.log if m["type"] == "access"]
-    _assert_access(access, bid, None)
-    rid = new_rid()
-    answer = await c.cmd(bid, {"op": "card.create", "column_id": col, "title": "x"}, rid=rid)
-    _assert_refused(answer, "not_joined", rid, bid)
+    await _expect_lost(c, bid, col)
     # the owner carries on
     assert (await o.cmd(bid, {"op": "card.create", "column_id": col, "title": "ok"}))["type"] == "ack"
 
 
 async def test_a_retry_of_a_command_applied_before_a_demotion_is_a_duplicate(http, start_server, ws_as):
-    srv = await start_server(auth="jwt")
-    people = await accounts(http, srv.base, "owner", "member")
-    owner, bob = people["owner"], people["member"]
-    bid = await board_with_roles(http, srv.base, people)
-    col = await _column(http, srv.base, bid, owner)
-    c = await ws_as(srv, bob)
-    await c.join(bid)
+    srv, owner, bob, bid, col, c = await _member_joined(http, start_server, ws_as)
     op = {"op": "card.create", "column_id": col, "title": "before"}
     rid = new_rid()
     first = await c.cmd(bid, op, rid=rid)

@@ -29,6 +29,7 @@ from server.guard import address_bucket
 from server.ratelimit import Decision, LocalBucket, RateLimiter, RateLimiterUnavailable, client_ip
 from tests.conftest import RunningServer, ServerFactory, free_port
 from tests.identity import PASSWORD
+from tests.processes import release_together
 from tests.test_rest import Reply, assert_error, call
 
 REPO = Path(__file__).resolve().parents[1]
@@ -179,21 +180,7 @@ async def test_processes_sharing_redis_allow_exactly_count(redis_url: str, redis
         )
         for _ in range(processes)
     ]
-    try:
-        for p in procs:
-            assert p.stdout is not None
-            assert (await p.stdout.readline()).strip() == b"ready"
-        for p in procs:  # all fire at once
-            assert p.stdin is not None
-            p.stdin.write(b"go\n")
-            await p.stdin.drain()
-        results = [json.loads(out) for out, _ in await asyncio.gather(*(p.communicate() for p in procs))]
-    finally:
-        for p in procs:
-            if p.returncode is None:
-                p.kill()
-                await p.wait()
-    assert [p.returncode for p in procs] == [0] * processes
+    results = [json.loads(out) for out in await release_together(procs)]  # all fire at once
     decisions = [d for result in results for d in result]
     assert len(decisions) == processes * per_process
     remaining = sorted(rem for allowed, rem in decisions if allowed)
@@ -496,24 +483,10 @@ async def run_clients(plans: list[list[tuple[str, str]]]) -> list[tuple[str, Rep
         )
         for plan in plans
     ]
-    try:
-        for p in procs:
-            assert p.stdout is not None
-            assert (await p.stdout.readline()).strip() == b"ready"
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.write(b"go\n")
-            await p.stdin.drain()
-        outputs = await asyncio.gather(*(p.communicate() for p in procs))
-    finally:
-        for p in procs:
-            if p.returncode is None:
-                p.kill()
-                await p.wait()
-    assert [p.returncode for p in procs] == [0] * len(procs)
+    outputs = await release_together(procs)
     return [
         (url, Reply(status, CIMultiDict(headers), body))
-        for out, _ in outputs
+        for out in outputs
         for url, status, headers, body in json.loads(out)
     ]
 

@@ -26,6 +26,7 @@ from multidict import CIMultiDict
 from server.config import Rate
 from tests.conftest import free_port
 from tests.identity import Account, register
+from tests.processes import release_together
 from tests.test_newcomer import boardcast_cmd, open_log, wait_healthy
 from tests.test_ratelimit import assert_rate_headers, assert_refused
 from tests.test_rest import Reply
@@ -133,24 +134,15 @@ async def run_clients(plans: list[dict[str, Any]]) -> list[tuple[str, str, Reply
             assert p.stdin is not None
             p.stdin.write(json.dumps(plan).encode() + b"\n")  # tokens on stdin, not on command lines
             await p.stdin.drain()
-        async with asyncio.timeout(20):
-            for p in procs:
-                assert p.stdout is not None
-                assert (await p.stdout.readline()).strip() == b"ready"
-            for p in procs:  # the barrier: every process is connected and waiting
-                assert p.stdin is not None
-                p.stdin.write(b"go\n")
-                await p.stdin.drain()
-            outputs = await asyncio.gather(*(p.communicate() for p in procs))
-    finally:
+    except BaseException:
         for p in procs:
-            if p.returncode is None:
-                p.kill()
-                await p.wait()
-    assert [p.returncode for p in procs] == [0] * len(procs)
+            p.kill()
+            await p.wait()
+        raise
+    outputs = await release_together(procs)
     return [
         (who, url, Reply(status, CIMultiDict(headers), body))
-        for out, _ in outputs
+        for out in outputs
         for who, url, status, headers, body in json.loads(out)
     ]
 
