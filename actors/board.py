@@ -115,9 +115,8 @@ class BoardActor(Actor):
             self._schedule_presence()
         await self.on_start()
         # Whatever the crashed batch held (an AccessChanged among it is lost), the viewers'
-        # grants are read again with the board. If that fails the actor stops, and every
-        # viewer is told the board closed.
-        await self._read_access(list(self._subs.values()))
+        # grants are read again with the board.
+        await self._read_access_or_drop(list(self._subs.values()))
 
     def should_passivate(self) -> bool:
         return not self._subs
@@ -148,8 +147,10 @@ class BoardActor(Actor):
                     env.fail(crashed)
                     for p in pending:
                         p.env.fail(crashed)
-                    self.requeue_front(batch[i + 1 :])
+                    # Requeued only once the reload worked: if it raises, the runtime fails
+                    # the whole batch, and what it fails must not be applied later.
                     await self.on_restart()
+                    self.requeue_front(batch[i + 1 :])
                     return
                 continue
             # Everything else must observe committed state: commit what is waiting first.
@@ -313,7 +314,13 @@ class BoardActor(Actor):
                 case Subscribe() if self._deleted:
                     raise not_found("board", self.board_id)
                 case Subscribe():
-                    await self._subscribe(msg)
+                    try:
+                        await self._subscribe(msg)
+                    except BaseException:
+                        # A failed join leaves the board, even one joined before (a re-join):
+                        # from now on nothing of it reaches the connection.
+                        self._unsubscribe(msg.sub.conn_id)
+                        raise
                     env.resolve(self._board.seq)
                 case Unsubscribe():
                     self._unsubscribe(msg.conn_id)
@@ -353,6 +360,8 @@ class BoardActor(Actor):
             raise given_up
         grant = (await self._access(self.board_id, [sub.user_id])).get(sub.user_id)
         if grant is None:
+            if sub.conn_id in self._subs:  # a re-join by someone who lost access: told so
+                sub.access_changed(self.board_id, None)
             raise not_found("board", self.board_id)
         if not sub.access_changed(self.board_id, grant):  # given up during the read
             raise given_up
@@ -407,11 +416,15 @@ class BoardActor(Actor):
 
     async def _access_changed(self, msg: AccessChanged) -> None:
         subs = [s for s in self._subs.values() if msg.user_id is None or s.user_id == msg.user_id]
+        await self._read_access_or_drop(subs)
+
+    async def _read_access_or_drop(self, subs: list[Subscriber]) -> None:
+        """:meth:`_read_access`; if the read fails, a grant could be stale: those viewers lose
+        the board (`board_unavailable`) and join again, which checks their access afresh. It
+        never raises, so a commit whose outcome was recovered is still acknowledged."""
         try:
             await self._read_access(subs)
         except Exception as e:
-            # Unread, a grant could be stale: those viewers lose the board and join again,
-            # which checks their access afresh.
             self._log.error("access_read_failed", error=repr(e), viewers=len(subs))
             for sub in subs:
                 sub.board_closed(self.board_id, "board_unavailable")

@@ -45,6 +45,7 @@ API_TOKEN_PREFIX = "bcp_"
 INVITATION_PREFIX = "bci_"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _MAX_TOKEN_CHARS = 8192
+_MAX_API_TOKEN_CHARS = 128
 _CACHE_LIMIT = 100_000
 
 
@@ -311,7 +312,12 @@ class Authenticator:
             raise unauthorized("session revoked; sign in again", "revoked")
 
     async def _from_api_token(self, token: str) -> User:
-        # Cached by the token's text: a hit costs a dictionary lookup, not a SHA-256.
+        # Cached by the token's text: a hit costs a dictionary lookup, not a SHA-256. Ours are
+        # 47 characters; a much longer one is refused unread, so that the cache (which keeps
+        # refusals too) holds no long strings.
+        if len(token) > _MAX_API_TOKEN_CHARS:
+            self._metrics.auth.labels(event="api_token", outcome="invalid").inc()
+            raise unauthorized("invalid or revoked API token", "invalid")
         now = time.monotonic()
         known, user = self._api_tokens.get(token, now)
         if not known:

@@ -148,6 +148,8 @@ def address_bucket(address: str) -> str:
     except ValueError:  # "unknown" (no peer address), or a UNIX socket peer
         return address
     if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # an IPv4 client on a dual-stack socket
+            return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
     return address
 

@@ -16,6 +16,7 @@ import jwt
 import pytest
 
 from actors import AccessChanged
+from actors.state import BoardState
 from server.keys import MEMBERS, REGISTRY, REPO
 from tests.conftest import ENCODINGS, RunningServer
 from tests.identity import Account, ws_url_with_token
@@ -618,3 +619,96 @@ async def test_a_retry_of_a_command_applied_before_a_demotion_is_a_duplicate(htt
     other = await c.request({"type": "cmd", "rid": rid, "board_id": bid, "op": {**op, "title": "other"}})
     _assert_refused(other, "forbidden", rid, bid)
     assert await _seq(http, srv.base, bid, owner) == first["seq"]
+
+
+# ------------------------------------------------------------------ failures while reading access
+
+
+def _fail_once(obj: Any, name: str, *, after_original: bool = False) -> None:
+    """The next call of ``obj.name`` raises ConnectionError (``after_original``: after doing
+    its work, as when the reply is lost); later calls work again."""
+    original = getattr(obj, name)
+
+    async def once(*args: Any) -> Any:
+        setattr(obj, name, original)
+        if after_original:
+            await original(*args)
+        raise ConnectionError(f"{name}: the database went away")
+
+    setattr(obj, name, once)
+
+
+async def test_a_rejoin_refused_for_lost_access_leaves_the_board(http, start_server, ws_as, database_url):
+    """A joined member joins again and is removed between the join's two access checks: the
+    board tells them they lost it, the join is answered `not_found`, and none of the board's
+    events reach them afterwards."""
+    srv, owner, bob, bid, col, c = await _member_joined(http, start_server, ws_as)
+    held = _Held(srv.app[MEMBERS], "access", matches=_access_of(bob))
+    join = asyncio.create_task(c.join(bid))
+    await asyncio.wait_for(held.entered.wait(), 10)
+    await _delete_membership(database_url, bid, bob)  # unannounced: only the board's read sees it
+    held.release()
+    answer = await join
+    assert answer["type"] == "error" and answer["code"] == "not_found", answer
+    assert [m["type"] for m in c.log if m["type"] in ("access", "left")] == ["access", "left"]
+
+    mark = len(c.log)
+    await _card(http, srv.base, bid, owner, col)
+    await c.ping()  # the socket is in order: an event sent with the card would be here by now
+    assert [m["type"] for m in c.log[mark:]] == ["pong"], c.log[mark:]
+
+
+async def test_a_commit_whose_reply_was_lost_is_acked_even_when_access_cannot_be_read(
+    http, start_server, ws_as
+):
+    """The commit went through but its reply was lost, so the board reloads; reading its
+    viewers' access fails too. The command is acknowledged all the same (it is durable), and
+    the viewers, whose grants could not be checked, are told to join again."""
+    srv, owner, _, bid, col, c = await _member_joined(http, start_server, ws_as)
+    o = await ws_as(srv, owner)
+    await o.join(bid)
+    _fail_once(srv.app[REPO], "persist", after_original=True)
+    _fail_once(srv.app[MEMBERS], "access_many")
+    rid = await o.send_cmd(bid, {"op": "card.create", "column_id": col, "title": "kept"})
+    answer = (await o.wait_answers([rid]))[rid]
+    assert answer["type"] == "ack", answer
+    await c.wait_until(
+        lambda log: any(m["type"] == "left" and m["reason"] == "board_unavailable" for m in log),
+        what="board_unavailable",
+    )
+    joined = await c.join(bid)
+    assert joined["type"] == "joined" and joined["seq"] == answer["seq"], joined
+    assert [card["title"] for card in joined["snapshot"]["cards"]] == ["kept"], joined["snapshot"]
+
+
+async def test_commands_behind_a_crash_whose_reload_fails_are_failed_and_never_applied(
+    http, start_server, ws_as, monkeypatch
+):
+    """A bug while applying a command makes the board reload; if that reload fails too, every
+    command of the batch is answered with an error, and none of them is applied later."""
+    original = BoardState.apply
+
+    def apply(self: BoardState, cmd: Any) -> Any:
+        if getattr(cmd, "title", None) == "crash":
+            raise RuntimeError("a bug")
+        return original(self, cmd)
+
+    monkeypatch.setattr(BoardState, "apply", apply)
+    srv, owner, _, bid, col, _ = await _member_joined(http, start_server, ws_as)
+    o = await ws_as(srv, owner)
+    await o.join(bid)
+    held = await _hold_board(srv, ws_as, bid, owner, col)
+    crash = await o.send_cmd(bid, {"op": "card.create", "column_id": col, "title": "crash"})
+    behind = await o.send_cmd(bid, {"op": "card.create", "column_id": col, "title": "behind the crash"})
+    await o.ping()  # both are queued behind the held commit, so they share the next batch
+    _fail_once(srv.app[REPO], "load_board")
+    held.release()
+
+    answers = await o.wait_answers([crash, behind])
+    assert [answers[r]["type"] for r in (crash, behind)] == ["error", "error"], answers
+    seq = await _seq(http, srv.base, bid, owner)
+    await o.ping()
+    assert [len(o.answers(r)) for r in (crash, behind)] == [1, 1], o.log
+    r = await call(http, "GET", board_url(srv.base, bid), owner)
+    assert "behind the crash" not in [card["title"] for card in r.body["cards"]], r.body
+    assert r.body["seq"] == seq

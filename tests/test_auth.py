@@ -787,6 +787,7 @@ async def test_an_access_token_expires_after_its_ttl(http, start_server):
         "Bearer a.b.c",
         "Bearer bcp_",
         "Bearer bcp_0123456789abcdef0123456789abcdef",
+        "Bearer bcp_" + "x" * 4000,  # refused unread: no long strings in the token cache
         "Bearer {refresh}",
     ],
 )

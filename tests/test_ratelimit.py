@@ -665,6 +665,8 @@ async def test_trusted_proxy_clients_get_buckets_of_their_own(
         ("2001:db8:0:0:8000::1", "2001:db8::/64"),
         ("2001:db8:0:1::", "2001:db8:0:1::/64"),
         ("::1", "::/64"),
+        ("::ffff:198.51.100.7", "198.51.100.7"),  # IPv4 on a dual-stack socket: not all in ::/64
+        ("::ffff:198.51.100.8", "198.51.100.8"),
         ("unknown", "unknown"),
     ],
 )
