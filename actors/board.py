@@ -114,8 +114,9 @@ class BoardActor(Actor):
             self._presence_timer = None
             self._schedule_presence()
         await self.on_start()
-        # Whatever the crashed batch held (an AccessChanged among it is lost), the viewers'
-        # grants are read again with the board.
+        # Whatever the crashed batch held is lost (the runtime failed it): an AccessChanged, or
+        # the Unsubscribe of a connection that left or closed. The viewers' grants are read
+        # again with the board, and a connection that no longer wants the board drops out.
         await self._read_access_or_drop(list(self._subs.values()))
 
     def should_passivate(self) -> bool:

@@ -7,7 +7,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -15,7 +15,7 @@ import asyncpg
 import jwt
 import pytest
 
-from actors import AccessChanged
+from actors import AccessChanged, Unsubscribe
 from actors.state import BoardState
 from server.keys import MEMBERS, REGISTRY, REPO
 from tests.conftest import ENCODINGS, RunningServer
@@ -441,6 +441,17 @@ async def _member_joined(
     return srv, owner, bob, bid, col, c
 
 
+_HELD: list[_Held] = []
+
+
+@pytest.fixture(autouse=True)
+def _release_held() -> Iterator[None]:
+    """A test that fails while holding something must not leave its server unable to stop."""
+    yield
+    while _HELD:
+        _HELD.pop().release()
+
+
 class _Held:
     """Wraps the async method ``name`` of one of the server's objects so that the ``nth`` call
     (from 1) that ``matches`` is held, after it has done its work, until :meth:`release`: the
@@ -455,6 +466,7 @@ class _Held:
         self.entered = asyncio.Event()
         self._gate = asyncio.Event()
         setattr(obj, name, self._call)
+        _HELD.append(self)
 
     async def _call(self, *args: Any) -> Any:
         answer = await self._orig(*args)
@@ -694,13 +706,25 @@ async def test_commands_behind_a_crash_whose_reload_fails_are_failed_and_never_a
         return original(self, cmd)
 
     monkeypatch.setattr(BoardState, "apply", apply)
-    srv, owner, _, bid, col, _ = await _member_joined(http, start_server, ws_as)
+    srv, owner, _, bid, col, c = await _member_joined(http, start_server, ws_as)
     o = await ws_as(srv, owner)
     await o.join(bid)
     held = await _hold_board(srv, ws_as, bid, owner, col)
+    actor = srv.app[REGISTRY].get(uuid.UUID(bid))
+    enqueue, unsubscribe_queued = actor._enqueue, asyncio.Event()
+
+    def watch(env: Any) -> None:
+        enqueue(env)
+        if isinstance(env.msg, Unsubscribe):
+            unsubscribe_queued.set()
+
+    monkeypatch.setattr(actor, "_enqueue", watch)
     crash = await o.send_cmd(bid, {"op": "card.create", "column_id": col, "title": "crash"})
     behind = await o.send_cmd(bid, {"op": "card.create", "column_id": col, "title": "behind the crash"})
     await o.ping()  # both are queued behind the held commit, so they share the next batch
+    leave = new_rid()
+    await c.send({"type": "leave", "rid": leave, "board_id": bid})  # in the same batch, after them
+    await asyncio.wait_for(unsubscribe_queued.wait(), 10)  # a ping would wait for the leave
     _fail_once(srv.app[REPO], "load_board")
     held.release()
 
@@ -712,3 +736,10 @@ async def test_commands_behind_a_crash_whose_reload_fails_are_failed_and_never_a
     r = await call(http, "GET", board_url(srv.base, bid), owner)
     assert "behind the crash" not in [card["title"] for card in r.body["cards"]], r.body
     assert r.body["seq"] == seq
+    # the leave in that batch was answered with an error, but it happened all the same: the
+    # board's events no longer reach the connection that left
+    await c.wait_until(lambda log: any(m.get("rid") == leave for m in log), what="the leave's answer")
+    mark = len(c.log)
+    await _card(http, srv.base, bid, owner, col)
+    await c.ping()
+    assert [m["type"] for m in c.log[mark:]] == ["pong"], c.log[mark:]
