@@ -60,7 +60,7 @@ def processes_of(data_dir: Path) -> list[psutil.Process]:
     embedded PostgreSQL) or running inside it (the embedded Redis)."""
     root = str(data_dir)
     found = []
-    for p in psutil.process_iter(["cmdline", "cwd", "status"]):
+    for p in psutil.process_iter(["cmdline", "cwd", "status", "name"]):
         if p.pid == os.getpid() or p.info["status"] == psutil.STATUS_ZOMBIE:
             continue
         cmd = " ".join(p.info["cmdline"] or [])
@@ -162,7 +162,7 @@ async def test_serve_with_no_urls_runs_embedded_databases_and_stops_them_on_sigt
 
         # the embedded servers are running, found by their data folder
         embedded = processes_of(data_dir)
-        names = " ".join(p.name() for p in embedded)
+        names = " ".join((p.info["name"] or "?") for p in embedded)
         assert "postgres" in names and "redis" in names, [p.cmdline() for p in embedded]
 
         proc.send_signal(signal.SIGTERM)
@@ -184,7 +184,7 @@ async def test_sigterm_while_the_embedded_servers_start_leaves_nothing_running(t
     async with serving(tmp_path, data_dir, free_port()) as (proc, _):
         # the moment PostgreSQL is up, before Redis and the app: the process is still starting
         async with asyncio.timeout(120):
-            while not any("postgres" in p.name() for p in processes_of(data_dir)):
+            while not any("postgres" in (p.info["name"] or "") for p in processes_of(data_dir)):
                 assert proc.returncode is None, last_log(tmp_path)
                 await asyncio.sleep(0.01)  # waiting for another process to appear
         proc.send_signal(signal.SIGTERM)
