@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -17,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from actors import BoardRegistry, BoardSettings, Metrics, make_board_factory
 from protocol.errors import HTTP_STATUS, BoardcastError, CloseCode, ErrorCode
-from server.access import DEV_USER, Grant, User, grants
+from server.access import DEV_USER, User, grants
 from server.auth import Authenticator
 from server.config import Settings
 from server.guard import Guard, Tier, rate_headers
@@ -266,12 +267,7 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
         max_resume_events=s.max_resume_events,
         idle_passivate_s=s.passivate_s,
     )
-    members = app[MEMBERS]
-
-    async def access(board_id: uuid.UUID, user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Grant]:
-        return await grants(members, board_id, user_ids)
-
-    factory = make_board_factory(app[REPO], app[METRICS], board, access)
+    factory = make_board_factory(app[REPO], app[METRICS], board, functools.partial(grants, app[MEMBERS]))
     registry = BoardRegistry(factory, app[METRICS])
     app[REGISTRY] = registry
     live = app[CONNECTIONS] = LiveConnections(s.heartbeat_s, app[IDENTITY])

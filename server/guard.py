@@ -9,7 +9,6 @@ door for password guessing. The outage is logged once, counted and shown in ``/h
 from __future__ import annotations
 
 import enum
-import ipaddress
 import math
 
 import structlog
@@ -20,7 +19,7 @@ from protocol.errors import BoardcastError, ErrorCode
 from server.access import User
 from server.config import Rate, Settings
 from server.keys import RATE
-from server.ratelimit import Decision, RateLimiter, RateLimiterUnavailable, client_ip
+from server.ratelimit import Decision, RateLimiter, RateLimiterUnavailable, address_bucket, client_ip
 
 log = structlog.get_logger(__name__)
 _RETRY_WHEN_DOWN_S = 5
@@ -137,21 +136,6 @@ class Guard:
             self._metrics.rate_limiter_up.set(1)
             log.info("rate_limiter_recovered")
         return {"ok": True, "enabled": True}
-
-
-def address_bucket(address: str) -> str:
-    """The client address as a rate limit key. An IPv6 client is its /64: one subscriber or
-    host is handed a whole /64 and can pick any address in it, so a per-address limit would not
-    hold anybody back."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:  # "unknown" (no peer address), or a UNIX socket peer
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:  # an IPv4 client on a dual-stack socket
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
-    return address
 
 
 def too_many(tier: str, decision: Decision, rate: Rate) -> BoardcastError:

@@ -25,7 +25,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from server.config import IPNetwork, Rate
 
-__all__ = ["Decision", "LocalBucket", "RateLimiter", "RateLimiterUnavailable", "client_ip"]
+__all__ = ["Decision", "LocalBucket", "RateLimiter", "RateLimiterUnavailable", "address_bucket", "client_ip"]
 
 # KEYS[1] the bucket; ARGV[1] the emission interval and ARGV[2] the burst (count), in integer
 # microseconds so that a TAT (about 1.7e15 µs since the epoch) stays an exact integer in Lua's
@@ -247,6 +247,18 @@ def _normalize(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | 
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped  # a dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d
     return ip
+
+
+def address_bucket(address: str) -> str:
+    """The client address as a rate limit key. An IPv6 client is its /64: one subscriber or
+    host is handed a whole /64 and can pick any address in it, so a per-address limit would not
+    hold anybody back. IPv4 peers of a dual-stack socket count as their IPv4 address."""
+    ip = _normalize(address)
+    if ip is None:  # "unknown" (no peer address), or a UNIX socket peer
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
 
 
 def client_ip(peer: str | None, forwarded_for: str | None, trusted: tuple[IPNetwork, ...]) -> str:

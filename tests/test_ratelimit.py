@@ -25,8 +25,14 @@ from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.config import Rate, load_settings
-from server.guard import address_bucket
-from server.ratelimit import Decision, LocalBucket, RateLimiter, RateLimiterUnavailable, client_ip
+from server.ratelimit import (
+    Decision,
+    LocalBucket,
+    RateLimiter,
+    RateLimiterUnavailable,
+    address_bucket,
+    client_ip,
+)
 from tests.conftest import RunningServer, ServerFactory, free_port
 from tests.identity import PASSWORD
 from tests.processes import release_together
