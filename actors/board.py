@@ -8,10 +8,11 @@ broadcasts the events, each encoded once per wire format.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,13 +42,31 @@ from protocol.codec import Codec
 from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
 from protocol.messages import Ack, EventMsg, Joined, ServerMessage
 from protocol.model import Card, Column
-from storage import BoardRepo, StoredEvent
+from storage import BoardRepo, StaleBoard, StoredEvent
 
 log = structlog.get_logger(__name__)
 
 _EVENT_JSON = msgspec.json.Encoder()
 _EVENT_DECODER: msgspec.json.Decoder[c.Event] = msgspec.json.Decoder(c.Event)
 _FINGERPRINT = msgspec.msgpack.Encoder()
+
+
+def _no_answer() -> BoardcastError:
+    return BoardcastError(ErrorCode.UNAVAILABLE, "the board could not answer; retry")
+
+
+def fingerprint(cmd: c.Command) -> int:
+    """A stable 64-bit hash of a command (the same in every process and after a restart, unlike
+    ``hash()``), kept with its request id in the event log to tell a retry from a reuse."""
+    digest = hashlib.blake2b(_FINGERPRINT.encode(cmd), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    """A commit refused for what the batch holds (SQLSTATE class 22 data exception or 23
+    integrity constraint violation), not because the database or the fence failed."""
+    state = getattr(exc, "sqlstate", None)
+    return isinstance(state, str) and state[:2] in ("22", "23")
 
 
 @dataclass(slots=True)
@@ -61,6 +80,7 @@ class _Pending:
     msg: Execute
     seq: int
     event: EventMsg | None  # None for a duplicate of an earlier request
+    fp: int | None  # fingerprint of the command, when it has a request id
     entity: Column | Card | None = None
 
 
@@ -85,7 +105,7 @@ class BoardActor(Actor):
         self._state: BoardState | None = None
         self._recent: deque[EventMsg] = deque(maxlen=settings.recent_events)
         # (author, rid) -> (seq, fingerprint of the command); the fingerprint is unknown (None)
-        # for requests loaded from the event log after a restart.
+        # only for requests logged before fingerprints were stored.
         self._requests: OrderedDict[tuple[uuid.UUID, str], tuple[int, int | None]] = OrderedDict()
         self._subs: dict[str, Subscriber] = {}
         self._presence = Presence(board_id)
@@ -103,7 +123,7 @@ class BoardActor(Actor):
         self._state = BoardState(loaded)
         self._json_snapshot = None
         self._recent.clear()
-        self._requests = OrderedDict(((a, r), (s, None)) for a, r, s in loaded.recent_requests)
+        self._requests = OrderedDict(((a, r), (s, f)) for a, r, s, f in loaded.recent_requests)
         self._log.info("board_activated", seq=loaded.seq)
 
     async def on_restart(self) -> None:
@@ -134,7 +154,9 @@ class BoardActor(Actor):
     async def handle(self, batch: list[Envelope]) -> None:
         self._metrics.mailbox_depth.observe(len(batch) + self.mailbox_depth())
         pending: list[_Pending] = []
-        for i, env in enumerate(batch):
+        i = 0
+        while i < len(batch):
+            env = batch[i]
             msg = env.msg
             if isinstance(msg, Execute):
                 try:
@@ -153,6 +175,7 @@ class BoardActor(Actor):
                     await self.on_restart()
                     self.requeue_front(batch[i + 1 :])
                     return
+                i += 1
                 continue
             # Everything else must observe committed state: commit what is waiting first.
             if pending:
@@ -160,7 +183,17 @@ class BoardActor(Actor):
                     self.requeue_front(batch[i:])
                     return
                 pending = []
+            if isinstance(msg, Subscribe):
+                # A run of joins (a reconnect storm) shares one access read and one presence
+                # diff instead of queueing one query per join behind each other.
+                j = i + 1
+                while j < len(batch) and isinstance(batch[j].msg, Subscribe):
+                    j += 1
+                await self._subscribe_run(batch[i:j])
+                i = j
+                continue
             await self._handle_other(env, msg)
+            i += 1
         if pending:
             await self._commit(pending)
         self._flush_presence_joins()
@@ -170,19 +203,19 @@ class BoardActor(Actor):
         if self._deleted:
             env.fail(not_found("board", self.board_id))
             return
-        fingerprint = None
+        fp = None
         reused_at = None  # the seq of an earlier, different command under the same rid
         if msg.rid is not None:
-            fingerprint = hash(_FINGERPRINT.encode(msg.cmd))
+            fp = fingerprint(msg.cmd)
             seen = self._requests.get((msg.author, msg.rid))
             if seen is not None:
                 seq, known = seen
-                if known is None or known == fingerprint:
+                if known is None or known == fp:
                     # A retry of what was applied (while it was allowed) changes nothing and
                     # is acknowledged as before, whatever the sender's role is now.
                     original = self._recent_event(seq)
                     entity = st.entity_after(original.event) if original and env.reply else None
-                    pending.append(_Pending(env, msg, seq, None, entity))
+                    pending.append(_Pending(env, msg, seq, None, None, entity))
                     return
                 reused_at = seq
         # Before the conflict answer, which would tell someone without access about the board.
@@ -208,7 +241,7 @@ class BoardActor(Actor):
             return
         st.seq += 1
         if msg.rid is not None:
-            self._remember(msg.author, msg.rid, st.seq, fingerprint)
+            self._remember(msg.author, msg.rid, st.seq, fp)
         em = EventMsg(
             board_id=self.board_id,
             seq=st.seq,
@@ -218,16 +251,16 @@ class BoardActor(Actor):
             rid=msg.rid,
         )
         entity = st.entity_after(event) if env.reply is not None else None
-        pending.append(_Pending(env, msg, st.seq, em, entity))
+        pending.append(_Pending(env, msg, st.seq, em, fp, entity))
 
     async def _commit(self, pending: list[_Pending]) -> bool:
-        """Persist, then ack and broadcast. On failure nobody hears of success: every sender
-        gets an error and the state is reloaded from Postgres."""
-        st = self._board
+        """Persist, then ack and broadcast. On failure nobody hears of success: the senders
+        get an error and the state is reloaded from Postgres. Returns False when the batch
+        failed as a whole (the board was reloaded; what follows it must be looked at again)."""
         events = [p.event for p in pending if p.event is not None]
         if events:
-            base_seq = events[0].seq - 1
-            batch = st.take_batch(base_seq)
+            t0 = time.perf_counter()
+            batch = self._board.take_batch(events[0].seq - 1)
             batch.events = [
                 StoredEvent(
                     seq=e.seq,
@@ -236,29 +269,34 @@ class BoardActor(Actor):
                     author=e.author,
                     request_id=e.rid,
                     ts_ms=e.ts_ms,
+                    fingerprint=p.fp,
                 )
-                for e in events
+                for p in pending
+                if (e := p.event) is not None
             ]
-            t0 = time.perf_counter()
             try:
                 await self._repo.persist(batch)
             except Exception as exc:
                 self._metrics.commit_failures.inc()
                 self._log.error("commit_failed", error=repr(exc), commands=len(pending))
                 await self.on_restart()  # if Postgres is gone this raises: the actor stops
-                if self._board.seq != events[-1].seq:
-                    err = BoardcastError(
-                        ErrorCode.UNAVAILABLE, "the change could not be saved; nothing was applied"
-                    )
-                    for p in pending:
-                        self._metrics.commands.labels(
-                            op=p.msg.cmd.__struct_config__.tag, outcome="unavailable"
-                        ).inc()
-                        p.env.fail(err)
-                    return False
+                # Judged by the commit's own token, never by the board's seq: another writer
+                # may have committed that seq, and taking its commit for ours would ack
+                # commands that were never stored.
+                if isinstance(exc, StaleBoard) or not await self._repo.commit_landed(
+                    self.board_id, events[-1].seq, batch.commit_token
+                ):
+                    if not _is_data_error(exc):
+                        self._fail_batch(pending, exc)
+                        return False
+                    if len(pending) > 1:
+                        return await self._retry_split(pending)
+                    # The one command at fault: refused; the reloaded board carries on.
+                    self._fail_batch(pending, exc)
+                    return True
                 # The error came after Postgres committed (connection lost on COMMIT, a
                 # timeout): the batch is durable, so it is acknowledged and broadcast.
-                self._log.warning("commit_outcome_recovered", seq=self._board.seq)
+                self._log.warning("commit_outcome_recovered", seq=events[-1].seq)
             else:
                 self._metrics.commit_latency.observe(time.perf_counter() - t0)
                 self._metrics.commit_batch.observe(len(events))
@@ -282,11 +320,42 @@ class BoardActor(Actor):
         self._broadcast(events)
         return True
 
-    def _broadcast(self, msgs: Sequence[ServerMessage]) -> None:
+    def _fail_batch(self, pending: list[_Pending], exc: BaseException) -> None:
+        if _is_data_error(exc):
+            err = BoardcastError(
+                ErrorCode.BAD_REQUEST, "the change was refused by the database; nothing was applied"
+            )
+        else:
+            err = BoardcastError(ErrorCode.UNAVAILABLE, "the change could not be saved; nothing was applied")
+        for p in pending:
+            self._metrics.commands.labels(op=p.msg.cmd.__struct_config__.tag, outcome=err.code).inc()
+            p.env.fail(err)
+
+    async def _retry_split(self, pending: list[_Pending]) -> bool:
+        """A batch refused for its data (a constraint the validation did not foresee): apply
+        and commit its commands again in halves, down to one, so that only the command at
+        fault gets the error and the rest are acknowledged. The board was reloaded, so every
+        command is looked at afresh (one that built on the faulty one may now be refused)."""
+        self._metrics.commit_splits.inc()
+        half = max(1, len(pending) // 2)
+        for group in (pending[:half], pending[half:]):
+            again: list[_Pending] = []
+            for p in group:
+                self._execute(p.env, p.msg, again)
+            if again and not await self._commit(again):
+                # The database failed, not one command: what was not tried fails with it.
+                rest = [p for p in pending if p.env.reply is not None and not p.env.reply.done()]
+                self._fail_batch(rest, RuntimeError("commit failed"))
+                return False
+        return True
+
+    def _broadcast(self, msgs: Sequence[ServerMessage], exclude: Set[str] = frozenset()) -> None:
         if not msgs or not self._subs:
             return
         frames: dict[Codec, bytes] = {}
         for sub in self._subs.values():
+            if exclude and sub.conn_id in exclude:
+                continue
             frame = frames.get(sub.codec)
             if frame is None:
                 frame = frames[sub.codec] = sub.codec.frame([sub.codec.encode(m) for m in msgs])
@@ -312,17 +381,6 @@ class BoardActor(Actor):
     async def _handle_other(self, env: Envelope, msg: Any) -> None:
         try:
             match msg:
-                case Subscribe() if self._deleted:
-                    raise not_found("board", self.board_id)
-                case Subscribe():
-                    try:
-                        await self._subscribe(msg)
-                    except BaseException:
-                        # A failed join leaves the board, even one joined before (a re-join):
-                        # from now on nothing of it reaches the connection.
-                        self._unsubscribe(msg.sub.conn_id)
-                        raise
-                    env.resolve(self._board.seq)
                 case Unsubscribe():
                     self._unsubscribe(msg.conn_id)
                     env.resolve(None)
@@ -352,20 +410,72 @@ class BoardActor(Actor):
             # A failed read (the event log for a resume, a delete) changes no board state:
             # that request fails alone and the board carries on.
             self._log.error("request_failed", message=type(msg).__name__, error=repr(e))
-            env.fail(BoardcastError(ErrorCode.UNAVAILABLE, "the board could not answer; retry"))
+            env.fail(_no_answer())
 
-    async def _subscribe(self, msg: Subscribe) -> None:
+    async def _subscribe_run(self, envs: list[Envelope]) -> None:
+        """Subscribe a run of joins with one read of their access. Every joiner's ``joined``
+        carries the viewer list as it stands after the whole run, so the presence diff that
+        announces them goes only to the viewers who were there before (a joiner never hears
+        of itself, nor of those already in its list)."""
+        subscribes: list[tuple[Envelope, Subscribe]] = []
+        for env in envs:
+            msg = env.msg
+            assert isinstance(msg, Subscribe)
+            if self._deleted:
+                env.fail(not_found("board", self.board_id))
+            elif not msg.sub.joining(self.board_id):
+                self._join_failed(env, msg, BoardcastError(ErrorCode.NOT_JOINED, "the join was given up"))
+            else:
+                subscribes.append((env, msg))
+        if not subscribes:
+            return
+        try:
+            grants = await self._access(self.board_id, list({m.sub.user_id for _, m in subscribes}))
+        except Exception as e:
+            self._log.error("access_read_failed", error=repr(e), viewers=len(subscribes))
+            for env, msg in subscribes:
+                self._join_failed(env, msg, _no_answer())
+            return
+        joins: list[tuple[Envelope, Subscriber, Joined]] = []
+        for env, msg in subscribes:
+            try:
+                joined = await self._subscribe(msg, grants.get(msg.sub.user_id))
+            except BoardcastError as e:
+                self._join_failed(env, msg, e)
+            except Exception as e:
+                # A failed read of the event log for a resume changes no board state.
+                self._log.error("request_failed", message="Subscribe", error=repr(e))
+                self._join_failed(env, msg, _no_answer())
+            else:
+                joins.append((env, msg.sub, joined))
+        if not joins:
+            return
+        viewers = self._presence.viewers()
+        for env, sub, joined in joins:
+            joined.viewers = viewers
+            # Pushed by the actor itself so it reaches the connection before any later event.
+            sub.send(joined)
+            env.resolve(joined.seq)
+        diff = self._presence.take_diff()
+        if diff is not None:
+            self._broadcast([diff], exclude={sub.conn_id for _, sub, _ in joins})
+
+    def _join_failed(self, env: Envelope, msg: Subscribe, e: BoardcastError) -> None:
+        # A failed join leaves the board, even one joined before (a re-join): from now on
+        # nothing of it reaches the connection.
+        self._unsubscribe(msg.sub.conn_id)
+        env.fail(e)
+
+    async def _subscribe(self, msg: Subscribe, grant: object | None) -> Joined:
+        """Check the joiner's ``grant`` (read for it in mailbox order), add it as a viewer and
+        return its ``joined``, whose viewer list the caller fills in."""
         sub = msg.sub
-        given_up = BoardcastError(ErrorCode.NOT_JOINED, "the join was given up")
-        if not sub.joining(self.board_id):
-            raise given_up
-        grant = (await self._access(self.board_id, [sub.user_id])).get(sub.user_id)
         if grant is None:
             if sub.conn_id in self._subs:  # a re-join by someone who lost access: told so
                 sub.access_changed(self.board_id, None)
             raise not_found("board", self.board_id)
         if not sub.access_changed(self.board_id, grant):  # given up during the read
-            raise given_up
+            raise BoardcastError(ErrorCode.NOT_JOINED, "the join was given up")
         st = self._board
         joined = Joined(rid=msg.rid, board_id=self.board_id, seq=st.seq)
         since = msg.since_seq
@@ -381,9 +491,7 @@ class BoardActor(Actor):
                 joined.events = events
         self._subs[sub.conn_id] = sub
         self._presence.add(sub.conn_id, sub.user_id, sub.user_name)
-        joined.viewers = self._presence.viewers()
-        # Pushed by the actor itself so it reaches the connection before any later event.
-        sub.send(joined)
+        return joined
 
     async def _events_after(self, since: int) -> list[EventMsg] | None:
         st = self._board
@@ -448,11 +556,11 @@ class BoardActor(Actor):
 
     async def _delete(self, msg: DeleteBoard) -> None:
         st = self._board
-        await self._repo.delete_board(self.board_id)
+        seq = await self._repo.delete_board(self.board_id, msg.author)
         self._log.info("board_deleted", by=str(msg.author))
         gone = EventMsg(
             board_id=self.board_id,
-            seq=st.seq + 1,
+            seq=seq or st.seq + 1,
             author=msg.author,
             ts_ms=int(time.time() * 1000),
             event=c.BoardDeleted(),

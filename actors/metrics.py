@@ -40,6 +40,11 @@ class Metrics:
             "boardcast_commit_latency_seconds", "Group commit duration", buckets=_LATENCY_BUCKETS, registry=r
         )
         self.commit_failures = Counter("boardcast_commit_failures", "Failed group commits", registry=r)
+        self.commit_splits = Counter(
+            "boardcast_commit_splits",
+            "Group commits refused for their data and retried in halves to find the command at fault",
+            registry=r,
+        )
         self.mailbox_depth = Histogram(
             "boardcast_mailbox_depth",
             "Messages waiting in a board's mailbox when it drains",

@@ -21,7 +21,7 @@ class ErrorCode(enum.StrEnum):
     NOT_FOUND = "not_found"
     NOT_JOINED = "not_joined"  # a board command on a connection that has not joined it
     CONFLICT = "conflict"  # a request id reused for a different command, a stale move...
-    GONE = "gone"  # an invitation that expired, was used up or revoked
+    GONE = "gone"  # a deleted board (told to its former members), an invitation used up or revoked
     TOO_LARGE = "too_large"
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"  # the commit failed: nothing was applied, retry

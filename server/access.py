@@ -18,7 +18,7 @@ from aiohttp import web
 from protocol import commands
 from protocol.errors import BoardcastError, ErrorCode, not_found
 from server.keys import USER
-from storage.members import MemberRepo
+from storage.members import DeletedBoard, MemberRepo
 
 DEV_USER_ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
 
@@ -112,12 +112,25 @@ def grant_for(role: str | None, visibility: str) -> Grant | None:
     return None
 
 
+class BoardDeleted(BoardcastError):
+    """The board was deleted, told only to someone who was its member then (410)."""
+
+    def __init__(self, board_id: uuid.UUID, tomb: DeletedBoard) -> None:
+        super().__init__(
+            ErrorCode.GONE, "the board was deleted", {"board_id": str(board_id), "seq": tomb.seq}
+        )
+        self.tomb = tomb
+
+
 async def authorize(members: MemberRepo, user: User, board_id: uuid.UUID, action: Action) -> Grant:
     """The caller's grant on the board if it permits ``action``. Someone with no access gets
     exactly the answer for a board that does not exist, so existence does not leak."""
     access = await members.access(board_id, user.id)
     grant = None if access is None else grant_for(access.role, access.visibility)
     if grant is None:
+        tomb = None if access is not None else await members.deleted(board_id, user.id)
+        if tomb is not None:
+            raise BoardDeleted(board_id, tomb)
         raise not_found("board", board_id)
     if not role_allows(grant.role, action):
         raise forbidden(grant.role, action)

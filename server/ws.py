@@ -34,6 +34,7 @@ from actors import (
     Unsubscribe,
 )
 from protocol.codec import CODECS, SUBPROTOCOLS, Codec
+from protocol.commands import BoardDeleted as BoardDeletedEvent
 from protocol.commands import Command
 from protocol.errors import BoardcastError, CloseCode, ErrorCode
 from protocol.messages import (
@@ -41,6 +42,7 @@ from protocol.messages import (
     ClientMessage,
     Cmd,
     ErrorMsg,
+    EventMsg,
     Join,
     Leave,
     Left,
@@ -50,11 +52,21 @@ from protocol.messages import (
     SetPresence,
     Welcome,
 )
-from server.access import Action, Grant, User, action_for, authorize, forbidden, role_allows
+from server.access import (
+    Action,
+    BoardDeleted,
+    Grant,
+    User,
+    action_for,
+    authorize,
+    forbidden,
+    role_allows,
+)
 from server.config import Settings
 from server.live import LiveConnections
 from server.ratelimit import LocalBucket
 from storage import MemberRepo
+from storage.members import DeletedBoard
 
 log = structlog.get_logger(__name__)
 
@@ -418,10 +430,15 @@ class Connection:
                 ErrorCode.TOO_LARGE, f"a connection may join at most {MAX_BOARDS_PER_CONNECTION} boards"
             )
         board_id = msg.board_id
-        # Decided here first, so that no actor is started for a board the caller cannot see,
-        # and again by the actor as it subscribes (see actors.Subscribe): a removal that
-        # commits between this answer and the subscription would otherwise leave a stale grant.
-        self._boards[board_id] = await authorize(self._members, self._user, board_id, Action.READ)
+        try:
+            # Decided here first, so that no actor is started for a board the caller cannot
+            # see, and again by the actor as it subscribes (see actors.Subscribe): a removal
+            # that commits between this answer and the subscription would otherwise leave a
+            # stale grant.
+            self._boards[board_id] = await authorize(self._members, self._user, board_id, Action.READ)
+        except BoardDeleted as e:
+            self._told_deleted(msg, e.tomb)
+            return
         try:
             # The actor pushes the `joined` frame itself, ahead of any later event.
             await self._registry.ask(
@@ -429,11 +446,32 @@ class Connection:
                 Subscribe(sub=self, rid=msg.rid, since_seq=msg.since_seq),
                 self._settings.ask_timeout_s,
             )
-        except BoardcastError:
+        except BoardcastError as e:
             # Not joined, whatever the actor did: a Subscribe still queued (a timeout) or an
             # earlier subscription of this connection (a failed re-join) is undone in order.
             self._leave_quietly(board_id)
+            if e.code is ErrorCode.NOT_FOUND:  # deleted while the join was on its way?
+                tomb = await self._members.deleted(board_id, self.user_id)
+                if tomb is not None:
+                    self._told_deleted(msg, tomb)
+                    return
             raise
+
+    def _told_deleted(self, msg: Join, tomb: DeletedBoard) -> None:
+        """A former member joins a deleted board: a resume gets the `board.deleted` event it
+        missed, and every such join the `left` a viewer gets when its board is deleted."""
+        self._boards.pop(msg.board_id, None)
+        if msg.since_seq is not None and msg.since_seq < tomb.seq:
+            self.send(
+                EventMsg(
+                    board_id=msg.board_id,
+                    seq=tomb.seq,
+                    author=tomb.deleted_by,
+                    ts_ms=tomb.ts_ms,
+                    event=BoardDeletedEvent(),
+                )
+            )
+        self.send(Left(board_id=msg.board_id, reason="board_deleted", rid=msg.rid))
 
     async def _leave(self, msg: Leave) -> None:
         if self._boards.pop(msg.board_id, None) is None:

@@ -27,6 +27,15 @@ class Access:
 
 
 @dataclass(frozen=True, slots=True)
+class DeletedBoard:
+    """The tombstone of a deleted board, as its former members may see it."""
+
+    seq: int  # of the board.deleted event
+    deleted_by: uuid.UUID
+    ts_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class MemberRecord:
     user_id: uuid.UUID
     name: str
@@ -143,6 +152,21 @@ class MemberRepo:
             user_id,
         )
         return None if row is None else Access(role=row["role"], visibility=row["visibility"])
+
+    async def deleted(self, board_id: uuid.UUID, user_id: uuid.UUID) -> DeletedBoard | None:
+        """The tombstone of a board ``user_id`` was a member of when it was deleted; None when
+        it was not deleted or the user was not a member (who must learn nothing about it)."""
+        row = await self._pool.fetchrow(
+            """SELECT seq, deleted_by, deleted_at FROM deleted_boards
+               WHERE id = $1 AND $2 = ANY (member_ids)""",
+            board_id,
+            user_id,
+        )
+        if row is None:
+            return None
+        return DeletedBoard(
+            seq=row["seq"], deleted_by=row["deleted_by"], ts_ms=int(row["deleted_at"].timestamp() * 1000)
+        )
 
     async def access_many(
         self, board_id: uuid.UUID, user_ids: Sequence[uuid.UUID]

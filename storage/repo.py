@@ -20,6 +20,7 @@ class StoredEvent:
     author: uuid.UUID
     request_id: str | None
     ts_ms: int
+    fingerprint: int | None = None  # of the command behind ``request_id`` (see commands_fingerprint)
 
 
 @dataclass(slots=True)
@@ -31,7 +32,8 @@ class LoadedBoard:
     seq: int
     columns: list[Column]
     cards: list[Card]
-    recent_requests: list[tuple[uuid.UUID, str, int]]  # (author, request id, seq)
+    # (author, request id, seq, fingerprint of the command; None for events logged before 0004)
+    recent_requests: list[tuple[uuid.UUID, str, int, int | None]]
 
 
 @dataclass(slots=True)
@@ -48,6 +50,9 @@ class Batch:
     cards: list[Card] = field(default_factory=list)
     deleted_cards: list[uuid.UUID] = field(default_factory=list)
     events: list[StoredEvent] = field(default_factory=list)
+    # Stored on the batch's last event: how a writer that lost the reply to its commit tells
+    # its own commit from someone else's at the same seq (see BoardRepo.commit_landed).
+    commit_token: uuid.UUID = field(default_factory=uuid.uuid4)
 
 
 _STALE_SQLSTATE = "BC001"  # raised by boardcast_persist_batch when the seq fence fails
@@ -119,7 +124,7 @@ class BoardRepo:
                 board_id,
             )
             reqs = await conn.fetch(
-                """SELECT author, request_id, seq FROM board_events
+                """SELECT author, request_id, seq, fingerprint FROM board_events
                    WHERE board_id = $1 AND seq > $2 AND request_id IS NOT NULL
                    ORDER BY seq""",
                 board_id,
@@ -142,7 +147,7 @@ class BoardRepo:
                 )
                 for r in cards
             ],
-            recent_requests=[(r["author"], r["request_id"], r["seq"]) for r in reqs],
+            recent_requests=[(r["author"], r["request_id"], r["seq"], r["fingerprint"]) for r in reqs],
         )
 
     async def events_since(self, board_id: uuid.UUID, since_seq: int, limit: int) -> list[StoredEvent]:
@@ -172,7 +177,7 @@ class BoardRepo:
         try:
             await self._pool.execute(
                 """SELECT boardcast_persist_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                       $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)""",
+                       $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)""",
                 batch.board_id,
                 batch.base_seq,
                 batch.new_seq,
@@ -194,11 +199,35 @@ class BoardRepo:
                 [e.author for e in ev],
                 [e.request_id for e in ev],
                 [e.ts_ms for e in ev],
+                [e.fingerprint for e in ev],
+                batch.commit_token,
             )
         except asyncpg.PostgresError as e:
             if getattr(e, "sqlstate", None) == _STALE_SQLSTATE:
                 raise StaleBoard(f"board {batch.board_id} is not at seq {batch.base_seq}") from e
             raise
 
-    async def delete_board(self, board_id: uuid.UUID) -> None:
-        await self._pool.execute("DELETE FROM boards WHERE id = $1", board_id)
+    async def commit_landed(self, board_id: uuid.UUID, last_seq: int, token: uuid.UUID) -> bool:
+        """Whether the group commit that carried ``token`` (and ended at ``last_seq``) is in the
+        event log: asked when the reply to a commit was lost. The board's seq alone cannot
+        tell, since another writer may have committed the same seq."""
+        found = await self._pool.fetchval(
+            "SELECT commit_token FROM board_events WHERE board_id = $1 AND seq = $2", board_id, last_seq
+        )
+        return bool(found == token)
+
+    async def delete_board(self, board_id: uuid.UUID, deleted_by: uuid.UUID) -> int:
+        """Delete the board and everything in it, leaving a tombstone that remembers its final
+        seq and its members. Returns the seq of the ``board.deleted`` event."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            seq = await conn.fetchval(
+                """INSERT INTO deleted_boards (id, seq, deleted_by, member_ids)
+                   SELECT b.id, b.seq + 1, $2,
+                          ARRAY(SELECT user_id FROM board_members WHERE board_id = b.id)
+                   FROM boards b WHERE b.id = $1
+                   RETURNING seq""",
+                board_id,
+                deleted_by,
+            )
+            await conn.execute("DELETE FROM boards WHERE id = $1", board_id)
+        return int(seq) if seq is not None else 0

@@ -39,11 +39,17 @@ READS = Rate(40, 600)  # one read every 15 s refills: nothing comes back during 
 
 @contextlib.asynccontextmanager
 async def serve_processes(
-    count: int, tmp_path: Path, database_url: str, redis_url: str, prefix: str
+    count: int,
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str,
+    prefix: str,
+    extra_env: dict[str, str] | None = None,
 ) -> AsyncIterator[list[str]]:
     """``count`` `boardcast serve` processes on 127.0.0.1 sharing the database, Redis and the
-    key ``prefix``; yields their base URLs once each answers /health. Each is stopped with
-    SIGTERM at the end (and must stop cleanly), killed if it does not."""
+    key ``prefix`` (with ``extra_env`` over the defaults); yields their base URLs once each
+    answers /health. Each is stopped with SIGTERM at the end (and must stop cleanly), killed
+    if it does not."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOARDCAST_")}
     env.update(
         DATABASE_URL=database_url,
@@ -56,6 +62,7 @@ async def serve_processes(
         BOARDCAST_RATE_READS=f"{READS.count}/{READS.period_s:g}",
         BOARDCAST_REDIS_PREFIX=prefix,
     )
+    env.update(extra_env or {})
     nodes: list[tuple[asyncio.subprocess.Process, str, Path]] = []
     try:
         for i in range(count):

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from protocol.model import Card, Column
-from storage import Batch, BoardRepo, StaleBoard, StoredEvent, migrate
+from storage import Batch, BoardRepo, MemberRepo, StaleBoard, StoredEvent, migrate
 from storage.migrate import _LOCK_KEY, available
 from tests.services import postgres_database
 
@@ -124,7 +124,13 @@ async def repo(database_url: str) -> AsyncIterator[tuple[BoardRepo, asyncpg.Pool
 
 def event(seq: int, kind: str = "board.updated", rid: str | None = None) -> StoredEvent:
     return StoredEvent(
-        seq=seq, kind=kind, body=json.dumps({"kind": kind}), author=USER, request_id=rid, ts_ms=1
+        seq=seq,
+        kind=kind,
+        body=json.dumps({"kind": kind}),
+        author=USER,
+        request_id=rid,
+        ts_ms=1,
+        fingerprint=None if rid is None else -(2**63) + seq,  # the whole signed 64-bit range
     )
 
 
@@ -185,7 +191,7 @@ async def test_persist_writes_rows_and_events_that_load_back(repo):
     loaded = await r.load_board(board_id, recent=100)
     assert loaded is not None
     assert loaded.seq == 2 and loaded.columns == [col] and loaded.cards == [card]
-    assert loaded.recent_requests == [(USER, "r1", 1)]
+    assert loaded.recent_requests == [(USER, "r1", 1, -(2**63) + 1)]
     evs = await r.events_since(board_id, 0, 10)
     assert [(e.seq, e.kind, e.request_id) for e in evs] == [
         (1, "column.created", "r1"),
@@ -269,10 +275,26 @@ async def test_a_batch_built_on_a_stale_seq_is_refused_and_writes_nothing(repo):
     assert after["cards"] == [] and [e[0] for e in after["events"]] == [1, 2, 3]
 
 
-async def test_deleting_a_board_removes_everything_it_owns(repo):
+async def test_a_commit_is_recognised_by_its_token_not_by_the_seq_it_reached(repo):
+    r, _ = repo
+    board_id, _, _ = await seeded(r)
+    ours = Batch(board_id=board_id, base_seq=2, new_seq=3, title="Storage", description="", events=[event(3)])
+    await r.persist(ours)
+    assert await r.commit_landed(board_id, 3, ours.commit_token)
+    # Another writer's batch at the same seq (what a second process would have committed).
+    assert not await r.commit_landed(board_id, 3, uuid.uuid4())
+    assert not await r.commit_landed(board_id, 4, ours.commit_token)
+
+
+async def test_deleting_a_board_removes_everything_it_owns_and_leaves_a_tombstone_for_its_members(repo):
     r, pool = repo
     board_id, _, _ = await seeded(r)
-    await r.delete_board(board_id)
+    assert await r.delete_board(board_id, USER) == 3  # seq 2 + the board.deleted event
+    members = MemberRepo(pool)
+    tomb = await members.deleted(board_id, USER)
+    assert tomb is not None and (tomb.seq, tomb.deleted_by) == (3, USER)
+    assert await members.deleted(board_id, uuid.uuid4()) is None  # a stranger learns nothing
+    assert await members.deleted(uuid.uuid4(), USER) is None
     assert await r.load_board(board_id, recent=10) is None
     async with pool.acquire() as conn:
         for table in ("columns", "cards", "board_events", "board_members", "board_invitations"):
