@@ -66,15 +66,18 @@ async def test_a_run_of_joins_hears_of_each_other_through_its_viewer_lists(http,
         await _answer(c, rid)
     everyone = {c.welcome["conn_id"] for c in [first, *clients]}
     await first.wait_until(
-        lambda _: everyone - {first.welcome["conn_id"]}
-        <= {x["conn_id"] for m in first.log if m["type"] == "presence" for x in m.get("joined", [])},
+        lambda _: (
+            everyone - {first.welcome["conn_id"]}
+            <= {x["conn_id"] for m in first.log if m["type"] == "presence" for x in m.get("joined", [])}
+        ),
         what="every joiner announced to the first viewer",
     )
     for c, start in zip(clients, starts, strict=True):
         await c.ping()
         joined = next(m for m in c.log[start:] if m["type"] == "joined")
         listed = {x["conn_id"] for v in joined["viewers"] for x in v["connections"]}
-        announced = {x["conn_id"] for m in c.log[start:] if m["type"] == "presence" for x in m.get("joined", [])}
+        diffs = [m for m in c.log[start:] if m["type"] == "presence"]
+        announced = {x["conn_id"] for m in diffs for x in m.get("joined", [])}
         # What it was told, by its list or a later diff, is everyone; never itself twice.
         assert listed | announced == everyone
         assert not listed & announced
@@ -96,22 +99,32 @@ async def test_joins_queued_behind_a_busy_board_share_one_access_read(http, serv
         reads.append(len(user_ids))
         return await original(board_id, user_ids)
 
+    checks, all_checked, check = [0], asyncio.Event(), members.access
+
+    async def checked(board_id: uuid.UUID, user_id: uuid.UUID) -> Any:
+        answer = await check(board_id, user_id)
+        checks[0] += 1
+        if checks[0] == 20:
+            all_checked.set()
+        return answer
+
     members.access_many = counted  # type: ignore[method-assign]
+    members.access = checked  # type: ignore[method-assign]
     try:
         clients = [await connect() for _ in range(20)]
         for i, c in enumerate(clients):
             await c.send({"type": "join", "rid": f"j{i}", "board_id": bid})
-        # Every join passes its own check and then waits in the mailbox behind the commit.
-        actor = server.app[REGISTRY].get(uuid.UUID(bid))
-        async with asyncio.timeout(10):
-            while actor.mailbox_depth() < len(clients):
-                await asyncio.sleep(0.01)
+        # Every join passes its own check (outside the board) and, in the same step, is put in
+        # the board's mailbox, where it waits behind the held commit.
+        await asyncio.wait_for(all_checked.wait(), 10)
+        assert server.app[REGISTRY].get(uuid.UUID(bid)).mailbox_depth() == len(clients)
         held.release()
         for i, c in enumerate(clients):
             answer = await _answer(c, f"j{i}")
             assert answer["type"] == "joined", answer
     finally:
         members.access_many = original  # type: ignore[method-assign]
+        members.access = check  # type: ignore[method-assign]
     assert sum(reads) >= 1 and len(reads) <= 2, reads  # one read for the run (at most a straggler)
 
 

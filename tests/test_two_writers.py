@@ -68,12 +68,12 @@ async def test_two_processes_writing_one_board_never_ack_what_was_not_stored(
         rows = await conn.fetch(
             "SELECT seq, request_id FROM board_events WHERE board_id = $1 ORDER BY seq", uuid.UUID(bid)
         )
-        titles = [r["title"] for r in await conn.fetch("SELECT title FROM cards WHERE board_id = $1", uuid.UUID(bid))]
+        cards = await conn.fetch("SELECT title FROM cards WHERE board_id = $1", uuid.UUID(bid))
     finally:
         await conn.close()
     stored = {r["request_id"]: r["seq"] for r in rows if r["request_id"] is not None}
     assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))  # the log has no gaps
     lost = {rid: seq for rid, seq in acked.items() if stored.get(rid) != seq}
-    assert not lost, f"{len(lost)} acknowledged commands are not stored as acknowledged: {list(lost.items())[:5]}"
-    assert sorted(titles) == sorted(stored)  # every stored command made its card, once
+    assert not lost, f"{len(lost)} acked commands are not stored as acked: {list(lost.items())[:5]}"
+    assert sorted(c["title"] for c in cards) == sorted(stored)  # every stored command made its card, once
     assert len(acked) > 0
