@@ -22,9 +22,17 @@ class Body(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     rules: ClassVar[dict[str, Any]] = {}
 
 
+# Each rule is one ``not``: generators of clients ignore it, where an ``anyOf`` or ``oneOf``
+# beside the properties would turn the body into a union of partial types.
+
+
 def _given(name: str) -> dict[str, Any]:
     # Present and not null: every field these rules name is a string (or null) in the schema.
     return {"required": [name], "properties": {name: {"type": "string"}}}
+
+
+def _none_given(*names: str) -> dict[str, Any]:
+    return {"properties": {n: {"type": "null"} for n in names}}
 
 
 def at_most_one(a: str, b: str) -> dict[str, Any]:
@@ -32,11 +40,11 @@ def at_most_one(a: str, b: str) -> dict[str, Any]:
 
 
 def exactly_one(a: str, b: str) -> dict[str, Any]:
-    return {"oneOf": [_given(a), _given(b)]}
+    return {"not": {"anyOf": [_none_given(a, b), {"allOf": [_given(a), _given(b)]}]}}
 
 
 def at_least_one(*names: str) -> dict[str, Any]:
-    return {"anyOf": [_given(n) for n in names]}
+    return {"not": _none_given(*names)}
 
 
 class ErrorDetail(msgspec.Struct, kw_only=True, omit_defaults=True):
