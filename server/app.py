@@ -87,6 +87,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         code = _HTTP_CODES.get(e.status, ErrorCode.BAD_REQUEST if e.status < 500 else ErrorCode.INTERNAL)
         resp = _error_response(code, e.reason, request_id, status=e.status)
+        if "Allow" in e.headers:  # a 405 must say which methods the resource takes (RFC 9110)
+            resp.headers["Allow"] = e.headers["Allow"]
     except asyncio.CancelledError:
         raise
     except Exception:

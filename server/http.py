@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 from aiohttp import web
@@ -15,11 +15,40 @@ from server.guard import Tier
 
 
 class Body(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """A request body: unknown fields are refused, not ignored."""
+    """A request body: unknown fields are refused, not ignored. ``rules`` are the JSON Schema
+    keywords of what the handler checks across fields (msgspec checks each field alone), for
+    /openapi.json."""
+
+    rules: ClassVar[dict[str, Any]] = {}
+
+
+# Each rule is one ``not``: generators of clients ignore it, where an ``anyOf`` or ``oneOf``
+# beside the properties would turn the body into a union of partial types.
+
+
+def _given(name: str) -> dict[str, Any]:
+    # Present and not null: every field these rules name is a string (or null) in the schema.
+    return {"required": [name], "properties": {name: {"type": "string"}}}
+
+
+def _none_given(*names: str) -> dict[str, Any]:
+    return {"properties": {n: {"type": "null"} for n in names}}
+
+
+def at_most_one(a: str, b: str) -> dict[str, Any]:
+    return {"not": {"allOf": [_given(a), _given(b)]}}
+
+
+def exactly_one(a: str, b: str) -> dict[str, Any]:
+    return {"not": {"anyOf": [_none_given(a, b), {"allOf": [_given(a), _given(b)]}]}}
+
+
+def at_least_one(*names: str) -> dict[str, Any]:
+    return {"not": _none_given(*names)}
 
 
 class ErrorDetail(msgspec.Struct, kw_only=True, omit_defaults=True):
-    code: str
+    code: ErrorCode
     message: str
     request_id: str
     details: dict[str, Any] | None = None
@@ -86,6 +115,11 @@ class Route:
     status: int = 200
     public: bool = False  # served without credentials (sign-up, sign-in)
     tier: Tier | None = None  # rate limit tier; None: reads for GET, writes otherwise
+    # What /openapi.json says beyond the types (server/openapi.py turns these into the document).
+    idempotency_key: bool = False  # a board command: takes the Idempotency-Key header
+    body_optional: bool = False  # the body may be left out (the cookie stands in for it)
+    query: tuple[str, ...] = ()  # optional UUID query parameters
+    errors: tuple[int, ...] = ()  # statuses of this route's own refusals (409, 410, 415...)
 
     @property
     def rate_tier(self) -> Tier:

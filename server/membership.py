@@ -34,7 +34,7 @@ from server.access import (
 from server.accounts import Email, Opaque
 from server.auth import INVITATION_PREFIX, new_secret_token, token_hash
 from server.guard import Tier
-from server.http import Body, Route, json_response, path_uuid, read_body
+from server.http import Body, Route, exactly_one, json_response, path_uuid, read_body
 from server.keys import GUARD, MEMBERS, REGISTRY
 from storage.members import InvitationGone, InvitationRecord, MemberRecord, MembershipTx
 
@@ -47,6 +47,7 @@ InviteRole = Literal["admin", "member", "viewer"]
 
 
 class MemberAdd(Body):
+    rules = exactly_one("user_id", "email")
     user_id: uuid.UUID | None = None
     email: Email | None = None
     role: Role = "member"
@@ -314,7 +315,9 @@ async def accept_invitation(request: web.Request) -> web.Response:
 _B = "/api/v1/boards/{board_id}"
 ROUTES: list[Route] = [
     Route("GET", f"{_B}/members", list_members, "The board's members", response=MemberList),
-    Route("POST", f"{_B}/members", add_member, "Add a member (admin)", MemberAdd, MemberOut, 201),
+    Route(
+        "POST", f"{_B}/members", add_member, "Add a member (admin)", MemberAdd, MemberOut, 201, errors=(409,)
+    ),
     Route(
         "PATCH",
         f"{_B}/members/{{user_id}}",
@@ -322,6 +325,7 @@ ROUTES: list[Route] = [
         "Change a member's role (admin)",
         MemberPatch,
         MemberOut,
+        errors=(409,),
     ),
     Route(
         "DELETE",
@@ -329,8 +333,9 @@ ROUTES: list[Route] = [
         remove_member,
         "Remove a member (admin) or yourself",
         status=204,
+        errors=(409,),
     ),
-    Route("POST", f"{_B}/leave", leave, "Leave the board", status=204),
+    Route("POST", f"{_B}/leave", leave, "Leave the board", status=204, errors=(409,)),
     Route("POST", f"{_B}/transfer", transfer, "Hand ownership to a member (owner)", Transfer, status=204),
     Route(
         "POST",
@@ -356,5 +361,6 @@ ROUTES: list[Route] = [
         "Join a board with an invitation token",
         InvitationAccept,
         BoardInfo,
+        errors=(404, 410),
     ),
 ]

@@ -6,6 +6,7 @@ Routes are declared once in ``ROUTES`` with their body and response types; the r
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -28,11 +29,15 @@ from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
 from protocol.model import BoardInfo, BoardSnapshot, Card, Column, Text, Title
 from server import accounts, membership
 from server.access import Action, Grant, User, authorize, current_user
-from server.http import Body, Route, json_response, path_uuid, read_body
+from server.http import Body, Route, at_least_one, at_most_one, json_response, path_uuid, read_body
 from server.keys import MEMBERS, REGISTRY, REPO, SETTINGS
 from storage import BoardRepo, MemberRepo
 
 Visibility = Literal["private", "signed_in"]
+# A header value: visible ASCII, with spaces only inside (HTTP strips them at the ends). The same
+# pattern is in /openapi.json, in a dialect Python and ECMA-262 read alike.
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]([\x20-\x7e]{0,62}[\x21-\x7e])?$"
+IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 # ------------------------------------------------------------------ bodies
 
@@ -44,12 +49,14 @@ class BoardCreate(Body):
 
 
 class BoardPatch(Body):
+    rules = at_least_one("title", "description", "visibility")
     title: Title | None = None
     description: Text | None = None
     visibility: Visibility | None = None
 
 
 class ColumnCreate(Body):
+    rules = at_most_one("after", "before")
     title: Title
     after: uuid.UUID | None = None
     before: uuid.UUID | None = None
@@ -60,11 +67,13 @@ class ColumnPatch(Body):
 
 
 class Placement(Body):
+    rules = at_most_one("after", "before")
     after: uuid.UUID | None = None
     before: uuid.UUID | None = None
 
 
 class CardCreate(Body):
+    rules = at_most_one("after", "before")
     column_id: uuid.UUID
     title: Title
     description: Text = ""
@@ -73,11 +82,13 @@ class CardCreate(Body):
 
 
 class CardPatch(Body):
+    rules = at_least_one("title", "description")
     title: Title | None = None
     description: Text | None = None
 
 
 class CardMoveBody(Body):
+    rules = at_most_one("after", "before")
     column_id: uuid.UUID
     after: uuid.UUID | None = None
     before: uuid.UUID | None = None
@@ -128,8 +139,8 @@ async def _execute(
 ) -> tuple[CommandResult, uuid.UUID, Ctx]:
     cx, board_id = await _board_access(request, action)
     rid = request.headers.get("Idempotency-Key")
-    if rid is not None and not 0 < len(rid) <= 64:
-        raise bad_request("Idempotency-Key must be 1-64 characters")
+    if rid is not None and IDEMPOTENCY_KEY.fullmatch(rid) is None:
+        raise bad_request("Idempotency-Key must be 1-64 visible ASCII characters (spaces inside allowed)")
     result: CommandResult = await cx.registry.ask(
         board_id, Execute(author=cx.user.id, rid=rid, cmd=cmd, received=time.perf_counter()), cx.timeout_s
     )
@@ -330,22 +341,79 @@ BOARD_ROUTES: list[Route] = [
     Route("GET", "/api/v1/boards", list_boards, "Boards the caller belongs to", response=BoardList),
     Route("POST", "/api/v1/boards", create_board, "Create a board", BoardCreate, BoardInfo, 201),
     Route("GET", _B, get_board, "A whole board (snapshot)", response=BoardSnapshot),
-    Route("PATCH", _B, patch_board, "Update title or description", BoardPatch, BoardInfo),
+    Route(
+        "PATCH",
+        _B,
+        patch_board,
+        "Update the title, description or visibility",
+        BoardPatch,
+        BoardInfo,
+        idempotency_key=True,
+    ),
     Route("DELETE", _B, delete_board, "Delete the board (owner only)", status=204),
     Route("GET", f"{_B}/columns", list_columns, "Columns in order", response=ColumnList),
-    Route("POST", f"{_B}/columns", create_column, "Create a column", ColumnCreate, Column, 201),
-    Route("GET", f"{_B}/columns/{{column_id}}", get_column, "One column", response=Column),
-    Route("PATCH", f"{_B}/columns/{{column_id}}", patch_column, "Rename a column", ColumnPatch, Column),
     Route(
-        "DELETE", f"{_B}/columns/{{column_id}}", delete_column, "Delete a column and its cards", status=204
+        "POST",
+        f"{_B}/columns",
+        create_column,
+        "Create a column",
+        ColumnCreate,
+        Column,
+        201,
+        idempotency_key=True,
     ),
-    Route("POST", f"{_B}/columns/{{column_id}}/move", move_column, "Move a column", Placement, Column),
-    Route("GET", f"{_B}/cards", list_cards, "Cards in order (optionally of one column)", response=CardList),
-    Route("POST", f"{_B}/cards", create_card, "Create a card", CardCreate, Card, 201),
+    Route("GET", f"{_B}/columns/{{column_id}}", get_column, "One column", response=Column),
+    Route(
+        "PATCH",
+        f"{_B}/columns/{{column_id}}",
+        patch_column,
+        "Rename a column",
+        ColumnPatch,
+        Column,
+        idempotency_key=True,
+    ),
+    Route(
+        "DELETE",
+        f"{_B}/columns/{{column_id}}",
+        delete_column,
+        "Delete a column and its cards",
+        status=204,
+        idempotency_key=True,
+    ),
+    Route(
+        "POST",
+        f"{_B}/columns/{{column_id}}/move",
+        move_column,
+        "Move a column",
+        Placement,
+        Column,
+        idempotency_key=True,
+    ),
+    Route(
+        "GET",
+        f"{_B}/cards",
+        list_cards,
+        "Cards in order (optionally of one column)",
+        response=CardList,
+        query=("column_id",),
+    ),
+    Route("POST", f"{_B}/cards", create_card, "Create a card", CardCreate, Card, 201, idempotency_key=True),
     Route("GET", f"{_B}/cards/{{card_id}}", get_card, "One card", response=Card),
-    Route("PATCH", f"{_B}/cards/{{card_id}}", patch_card, "Update a card", CardPatch, Card),
-    Route("DELETE", f"{_B}/cards/{{card_id}}", delete_card, "Delete a card", status=204),
-    Route("POST", f"{_B}/cards/{{card_id}}/move", move_card, "Move a card", CardMoveBody, Card),
+    Route(
+        "PATCH", f"{_B}/cards/{{card_id}}", patch_card, "Update a card", CardPatch, Card, idempotency_key=True
+    ),
+    Route(
+        "DELETE", f"{_B}/cards/{{card_id}}", delete_card, "Delete a card", status=204, idempotency_key=True
+    ),
+    Route(
+        "POST",
+        f"{_B}/cards/{{card_id}}/move",
+        move_card,
+        "Move a card",
+        CardMoveBody,
+        Card,
+        idempotency_key=True,
+    ),
 ]
 
 ROUTES: list[Route] = accounts.ROUTES + BOARD_ROUTES + membership.ROUTES
