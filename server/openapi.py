@@ -95,7 +95,12 @@ _ERRORS: dict[int, tuple[str, str, tuple[str, ...]]] = {
         "the request contradicts the current state, or reuses an Idempotency-Key for another command",
         (),
     ),
-    410: ("Gone", "the invitation expired, was used up or was revoked", ()),
+    410: (
+        "Gone",
+        "the board was deleted (told only to its former members), or the invitation expired, was used"
+        " up or was revoked",
+        (),
+    ),
     413: ("TooLarge", "the body is larger than the server accepts", ()),
     415: (
         "UnsupportedMediaType",
@@ -161,6 +166,8 @@ def _statuses(r: Route) -> set[int]:
             out.add(403)
     if _PARAM.search(r.path):
         out.add(404)
+    if "{board_id}" in r.path and not r.public:
+        out.add(410)  # a former member reaching a deleted board
     if r.idempotency_key:
         out.add(409)
     if r.rate_tier is Tier.AUTH:
