@@ -239,9 +239,13 @@ async def test_successful_actions_do_what_they_say(http, start_server):
 
     ids = await _furnished_board(http, base, people)
     assert (await call(http, "DELETE", board_url(base, ids.board), owner)).status == 204
+    # Its former members are told it was deleted; anyone else learns nothing.
     for who in (owner, admin, member):
-        err = assert_error(await call(http, "GET", board_url(base, ids.board), who), 404, "not_found")
-        assert err["details"] == {"board": ids.board}
+        err = assert_error(await call(http, "GET", board_url(base, ids.board), who), 410, "gone")
+        assert err["details"]["board_id"] == ids.board and err["details"]["seq"] > 0
+    outsider = await call(http, "GET", board_url(base, ids.board), people["outsider"])
+    err = assert_error(outsider, 404, "not_found")
+    assert err["details"] == {"board": ids.board}
 
 
 def _normalised(reply: Reply, board_id: str) -> str:

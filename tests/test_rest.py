@@ -115,10 +115,11 @@ async def test_board_crud(http, server):
 
     deleted = await call(http, "DELETE", f"{base}{API}/{board['id']}")
     assert deleted.status == 204 and deleted.body is None
-    assert_error(await call(http, "GET", f"{base}{API}/{board['id']}"), 404, "not_found")
+    # Its former member (the owner) is told it was deleted, not that it never existed.
+    assert_error(await call(http, "GET", f"{base}{API}/{board['id']}"), 410, "gone")
     listed = await call(http, "GET", f"{base}{API}")
     assert board["id"] not in [b["id"] for b in listed.body["boards"]]
-    assert_error(await call(http, "DELETE", f"{base}{API}/{board['id']}"), 404, "not_found")
+    assert_error(await call(http, "DELETE", f"{base}{API}/{board['id']}"), 410, "gone")
 
 
 async def test_patch_board_with_nothing_to_change_is_400_and_changes_nothing(http, server):
@@ -563,10 +564,10 @@ async def test_deleting_a_board_tells_viewers_and_removes_it_everywhere(http, se
         err = await v.cmd(bid, {"op": "column.create", "title": "x"})
         assert err["type"] == "error" and err["code"] in ("not_joined", "not_found")
 
-    assert_error(await call(http, "GET", f"{base}{API}/{bid}"), 404, "not_found")
-    assert_error(await call(http, "GET", f"{base}{API}/{bid}/cards"), 404, "not_found")
+    assert_error(await call(http, "GET", f"{base}{API}/{bid}"), 410, "gone")
+    assert_error(await call(http, "GET", f"{base}{API}/{bid}/cards"), 410, "gone")
     join = await viewers[0].join(bid)
-    assert join["type"] == "error" and join["code"] == "not_found"
+    assert (join["type"], join["reason"]) == ("left", "board_deleted"), join
 
     conn = await asyncpg.connect(database_url)
     try:
