@@ -118,6 +118,10 @@ def _storm_rows(result: dict[str, Any]) -> list[str]:
     def ms(x: float | None) -> str:
         return "-" if x is None else f"{x:.2f} ms"
 
+    def target(name: str, value: float | None) -> str:
+        # The aims are for 1,000 viewers: a smaller (--quick) storm is not judged against them.
+        return _target(name, value) if sp["viewers"] >= 1000 else f"{TARGETS[name][0]} (at 1,000)"
+
     return [
         _row(
             f"reconnect_storm ({sp['viewers']:,} viewers of 1 board, {sp['cards']} cards, "
@@ -126,7 +130,7 @@ def _storm_rows(result: dict[str, Any]) -> list[str]:
             pair("all_joined_s", secs),
             "-",
             "-",
-            _target("reconnect_storm", s["resume_all_joined_s"]["boardcast"]),
+            target("reconnect_storm", s["resume_all_joined_s"]["boardcast"]),
         ),
         _row(
             "reconnect_storm",
@@ -135,7 +139,7 @@ def _storm_rows(result: dict[str, Any]) -> list[str]:
             pair("server_cpu_ms_per_join", ms),
             "-",
             "-",
-            _target("reconnect_storm_cpu", s["resume_server_cpu_ms_per_join"]["boardcast"]),
+            target("reconnect_storm_cpu", s["resume_server_cpu_ms_per_join"]["boardcast"]),
         ),
     ]
 
