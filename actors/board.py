@@ -38,7 +38,7 @@ from actors.presence import Presence
 from actors.runtime import Actor, Envelope
 from actors.state import BoardState
 from protocol import commands as c
-from protocol.codec import Codec
+from protocol.codec import JSON, Codec
 from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
 from protocol.messages import Ack, EventMsg, Joined, ServerMessage
 from protocol.model import Card, Column
@@ -112,7 +112,10 @@ class BoardActor(Actor):
         self._presence_timer: asyncio.TimerHandle | None = None
         self._log = log.bind(board_id=str(board_id))
         self._deleted = False
-        self._json_snapshot: tuple[int, bytes] | None = None
+        # The snapshot at one seq, encoded once per codec: every joiner of a storm and every
+        # REST read until the next change gets the same bytes.
+        self._snapshot_seq = -1
+        self._snapshots: dict[Codec, bytes] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -121,7 +124,7 @@ class BoardActor(Actor):
         if loaded is None:
             raise not_found("board", self.board_id)
         self._state = BoardState(loaded)
-        self._json_snapshot = None
+        self._snapshot_seq, self._snapshots = -1, {}  # a reload may bring back a seq with other content
         self._recent.clear()
         self._requests = OrderedDict(((a, r), (s, f)) for a, r, s, f in loaded.recent_requests)
         self._log.info("board_activated", seq=loaded.seq)
@@ -429,6 +432,7 @@ class BoardActor(Actor):
                 subscribes.append((env, msg))
         if not subscribes:
             return
+        self._metrics.join_run.observe(len(subscribes))
         try:
             grants = await self._access(self.board_id, list({m.sub.user_id for _, m in subscribes}))
         except Exception as e:
@@ -436,10 +440,10 @@ class BoardActor(Actor):
             for env, msg in subscribes:
                 self._join_failed(env, msg, _no_answer())
             return
-        joins: list[tuple[Envelope, Subscriber, Joined]] = []
+        joins: list[tuple[Envelope, Subscriber, Joined, bool]] = []
         for env, msg in subscribes:
             try:
-                joined = await self._subscribe(msg, grants.get(msg.sub.user_id))
+                joined, snapshot = await self._subscribe(msg, grants.get(msg.sub.user_id))
             except BoardcastError as e:
                 self._join_failed(env, msg, e)
             except Exception as e:
@@ -447,18 +451,30 @@ class BoardActor(Actor):
                 self._log.error("request_failed", message="Subscribe", error=repr(e))
                 self._join_failed(env, msg, _no_answer())
             else:
-                joins.append((env, msg.sub, joined))
+                joins.append((env, msg.sub, joined, snapshot))
         if not joins:
             return
+        # The viewer list (as long as the board has viewers, for every joiner) and the
+        # snapshot are encoded once per codec for the whole run and spliced into each joiner's
+        # `joined`, not encoded again for each of them.
         viewers = self._presence.viewers()
-        for env, sub, joined in joins:
-            joined.viewers = viewers
+        encoded_viewers: dict[Codec, bytes] = {}
+        for env, sub, joined, snapshot in joins:
+            codec = sub.codec
+            if codec not in encoded_viewers:
+                encoded_viewers[codec] = codec.encode(viewers)
+            spliced = joined_message(
+                codec,
+                joined,
+                encoded_viewers[codec],
+                self._encoded_snapshot(codec) if snapshot else None,
+            )
             # Pushed by the actor itself so it reaches the connection before any later event.
-            sub.send(joined)
+            sub.send_frame(codec.frame([spliced]))
             env.resolve(joined.seq)
         diff = self._presence.take_diff()
         if diff is not None:
-            self._broadcast([diff], exclude={sub.conn_id for _, sub, _ in joins})
+            self._broadcast([diff], exclude={sub.conn_id for _, sub, _, _ in joins})
 
     def _join_failed(self, env: Envelope, msg: Subscribe, e: BoardcastError) -> None:
         # A failed join leaves the board, even one joined before (a re-join): from now on
@@ -466,9 +482,10 @@ class BoardActor(Actor):
         self._unsubscribe(msg.sub.conn_id)
         env.fail(e)
 
-    async def _subscribe(self, msg: Subscribe, grant: object | None) -> Joined:
+    async def _subscribe(self, msg: Subscribe, grant: object | None) -> tuple[Joined, bool]:
         """Check the joiner's ``grant`` (read for it in mailbox order), add it as a viewer and
-        return its ``joined``, whose viewer list the caller fills in."""
+        return its ``joined`` and whether it gets the snapshot (the caller adds the snapshot
+        and the viewer list, encoded once for every joiner)."""
         sub = msg.sub
         if grant is None:
             if sub.conn_id in self._subs:  # a re-join by someone who lost access: told so
@@ -481,17 +498,16 @@ class BoardActor(Actor):
         since = msg.since_seq
         if since is not None and since > st.seq:
             raise bad_request("since_seq is ahead of the board", seq=st.seq, since_seq=since)
-        if since is None:
-            joined.snapshot = st.snapshot()
-        else:
+        snapshot = since is None
+        if since is not None:
             events = await self._events_after(since)
             if events is None:
-                joined.snapshot = st.snapshot()
+                snapshot = True
             else:
                 joined.events = events
         self._subs[sub.conn_id] = sub
         self._presence.add(sub.conn_id, sub.user_id, sub.user_name)
-        return joined
+        return joined, snapshot
 
     async def _events_after(self, since: int) -> list[EventMsg] | None:
         st = self._board
@@ -517,11 +533,19 @@ class BoardActor(Actor):
         ]
 
     def _snapshot_json(self) -> bytes:
+        return self._encoded_snapshot(JSON)
+
+    def _encoded_snapshot(self, codec: Codec) -> bytes:
+        """The board's snapshot at its current seq in ``codec``'s encoding, built and encoded
+        once per seq and codec. Committed state only: joins and snapshot reads are handled
+        after the commands ahead of them are committed, and every change moves the seq."""
         st = self._board
-        cached = self._json_snapshot
-        if cached is None or cached[0] != st.seq:
-            cached = self._json_snapshot = (st.seq, _EVENT_JSON.encode(st.snapshot()))
-        return cached[1]
+        if self._snapshot_seq != st.seq:
+            self._snapshot_seq, self._snapshots = st.seq, {}
+        encoded = self._snapshots.get(codec)
+        if encoded is None:
+            encoded = self._snapshots[codec] = codec.encode(st.snapshot())
+        return encoded
 
     async def _access_changed(self, msg: AccessChanged) -> None:
         subs = [s for s in self._subs.values() if msg.user_id is None or s.user_id == msg.user_id]
@@ -597,6 +621,18 @@ class BoardActor(Actor):
 
     def subscriber_count(self) -> int:
         return len(self._subs)
+
+
+def joined_message(codec: Codec, joined: Joined, viewers: bytes, snapshot: bytes | None) -> bytes:
+    """``joined`` encoded by ``codec`` with its viewer list and (unless None) its snapshot
+    given already encoded by the same codec: the same bytes as encoding the whole message.
+    (msgspec writes a ``Raw`` as it is, whatever the field's type says.)"""
+    wire = msgspec.structs.replace(
+        joined,
+        viewers=msgspec.Raw(viewers),
+        snapshot=None if snapshot is None else msgspec.Raw(snapshot),
+    )
+    return codec.encode(wire)
 
 
 def make_board_factory(

@@ -51,6 +51,12 @@ class Metrics:
             buckets=(0, 1, 4, 16, 64, 256, 1024, 4096),
             registry=r,
         )
+        self.join_run = Histogram(
+            "boardcast_join_run_size",
+            "Joins subscribed together with one access read (a run of joins in one mailbox batch)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=r,
+        )
         self.active_actors = Gauge("boardcast_active_boards", "Board actors in memory", registry=r)
         self.actor_restarts = Counter("boardcast_actor_restarts", "Board actors restarted", registry=r)
         self.http_requests = Counter(

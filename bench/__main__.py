@@ -26,11 +26,13 @@ from bench.harness import FULL, NOISY_OTHER_CPU_PCT, QUICK, Bench
 from bench.report import markdown_table
 from bench.scenarios import SCENARIOS as CORE_SCENARIOS
 from bench.services import machine_info
+from bench.storm import reconnect_storm
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # The realtime core's scenarios, then what sign-in and rate limits add (which needs their
-# helpers, so it lives in a module of its own and joins the list here).
-SCENARIOS = {**CORE_SCENARIOS, "auth_overhead": auth_overhead}
+# helpers, so it lives in a module of its own and joins the list here), then the reconnect
+# storm (driven phase by phase, also in a module of its own).
+SCENARIOS = {**CORE_SCENARIOS, "auth_overhead": auth_overhead, "reconnect_storm": reconnect_storm}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

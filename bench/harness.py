@@ -58,6 +58,10 @@ class Params:
     rest_concurrency: int
     rest_cards: int
     auth_rounds: int  # auth_overhead: windows per variant (at least 3), the variants taking turns
+    storm_viewers: int = 1000  # reconnect_storm: viewers of one board, all (re)connecting at once
+    storm_procs: int = 2
+    storm_cards: int = 50
+    storm_changes: int = 10  # commands made while the viewers are away (the resume replays them)
     cards: int = 20
     columns: int = 2
     max_inflight: int = 256
@@ -100,6 +104,7 @@ QUICK = dataclasses.replace(
     idle_procs=2,
     rest_concurrency=16,
     auth_rounds=3,
+    storm_viewers=300,
 )
 
 

@@ -340,6 +340,10 @@ class Worker:
     def _stderr_tail(self) -> str:
         return " | ".join(_log_lines(self.log_path)[-5:])
 
+    async def event(self, timeout: float) -> dict[str, Any]:
+        """The worker's next line (an ``error`` line raises :class:`BenchError`)."""
+        return await self._event(timeout)
+
     async def ready(self, timeout: float) -> dict[str, Any]:
         self.ready_info = await self._event(timeout)
         return self.ready_info

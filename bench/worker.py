@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import msgspec
 import uvloop
 
 from bench.common import ENCODER, MSGPACK_PROTOCOL, decode_frame, emit, log, percentile, sleep_until
@@ -556,6 +557,140 @@ async def role_pginsert(spec: dict[str, Any], ctl: Control) -> dict[str, Any]:
     return {"inserts": done, "window_s": win.t1 - win.t0}
 
 
+# ------------------------------------------------------------------ reconnect storm
+
+
+class JoinedMsg(msgspec.Struct):
+    """A server message as the storm sees it: a ``joined``'s snapshot is kept undecoded
+    (msgpack nil when it resumed with events)."""
+
+    type: str
+    rid: str | None = None
+    seq: int | None = None
+    code: str | None = None
+    snapshot: msgspec.Raw = msgspec.Raw()
+
+
+_JOINED_DECODER: msgspec.msgpack.Decoder[list[JoinedMsg] | JoinedMsg] = msgspec.msgpack.Decoder(
+    list[JoinedMsg] | JoinedMsg
+)
+_NIL = b"\xc0"
+
+
+@dataclass
+class StormConn:
+    ws: aiohttp.ClientWebSocketResponse
+    last_seq: int
+    reader: asyncio.Task[None] | None = None
+
+
+@dataclass
+class StormPhase:
+    """One storm as this process saw it: when each ``joined`` arrived, and what failed."""
+
+    joined_at: list[float] = field(default_factory=list)
+    snapshots: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+
+
+async def storm_join(
+    session: aiohttp.ClientSession, url: str, board_id: str, rid: str, since_seq: int | None, st: StormPhase
+) -> StormConn | None:
+    """Connect, wait for ``welcome`` and join (resuming after ``since_seq`` when given); records
+    when the ``joined`` arrived in ``st``."""
+    ws = None
+    try:
+        ws = await open_ws(session, url)
+        async with asyncio.timeout(60):
+            welcomed = False
+            while not welcomed:
+                frame = await ws.receive()
+                if frame.type is not aiohttp.WSMsgType.BINARY:
+                    raise ConnectionError(f"no welcome: {frame.type.name}")
+                welcomed = any(m.type == "welcome" for m in decode_frame(frame.data))
+            join: dict[str, Any] = {"type": "join", "rid": rid, "board_id": board_id}
+            if since_seq is not None:
+                join["since_seq"] = since_seq
+            await ws.send_bytes(ENCODER.encode(join))
+            while True:
+                frame = await ws.receive()
+                if frame.type is not aiohttp.WSMsgType.BINARY:
+                    raise ConnectionError(f"closed while joining: {frame.type.name}")
+                decoded = _JOINED_DECODER.decode(frame.data)
+                for m in decoded if isinstance(decoded, list) else [decoded]:
+                    if m.rid == rid and m.type == "joined":
+                        st.joined_at.append(time.monotonic())
+                        st.snapshots += bytes(m.snapshot) not in (b"", _NIL)
+                        return StormConn(ws, m.seq or 0)
+                    if m.rid == rid and m.type == "error":
+                        raise ConnectionError(f"join refused: {m.code}")
+    except Exception as e:
+        st.failures[f"{type(e).__name__}: {str(e)[:80]}"] += 1
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+    return None
+
+
+async def read_storm(sc: StormConn) -> None:
+    """Keep reading (presence diffs, events), so the server never sees a slow consumer."""
+    while True:
+        frame = await sc.ws.receive()
+        if frame.type is aiohttp.WSMsgType.BINARY:
+            for m in decode_frame(frame.data):
+                if m.type == "event":
+                    sc.last_seq = max(sc.last_seq, m.seq or 0)
+        elif frame.type in _ENDED:
+            return
+
+
+async def role_storm(spec: dict[str, Any], ctl: Control) -> dict[str, Any]:
+    """``go`` (phase ``fresh``): at ``start`` open ``n`` connections at once and join without
+    ``since_seq``; ``close``: close them all; ``go`` (phase ``resume``): at ``start`` open ``n``
+    again and join with each one's last seq; ``stop``: close and report."""
+    url, board, tag, n = spec["url"], spec["board_id"], spec["tag"], spec["n"]
+    conns: list[StormConn] = []
+    phases: dict[str, dict[str, Any]] = {}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        emit({"event": "ready", "connected": 0})
+        seqs: list[int | None] = [None] * n
+        while True:
+            msg = await ctl.next()
+            if msg["cmd"] == "stop":
+                break
+            if msg["cmd"] == "close":
+                for sc in conns:
+                    if sc.reader is not None:
+                        sc.reader.cancel()
+                # The close handshakes of all at once (bounded by ClientWSTimeout(ws_close=2)).
+                await asyncio.gather(*(sc.ws.close() for sc in conns), return_exceptions=True)
+                seqs = [sc.last_seq for sc in conns] + [None] * (n - len(conns))
+                conns = []
+                emit({"event": "closed"})
+                continue
+            phase, st = msg["phase"], StormPhase()
+            await sleep_until(msg["start"])
+            since = seqs if phase == "resume" else [None] * n
+            got = await asyncio.gather(
+                *(storm_join(session, url, board, f"{tag}-{phase}-{i}", since[i], st) for i in range(n))
+            )
+            conns = [sc for sc in got if sc is not None]
+            for sc in conns:
+                sc.reader = asyncio.create_task(read_storm(sc))
+            took = sorted(t - msg["start"] for t in st.joined_at)
+            phases[phase] = {
+                "joined": len(took),
+                "snapshots": st.snapshots,
+                "failures": dict(st.failures),
+                "last_s": took[-1] if took else None,
+                "p50_s": percentile(took, 50),
+                "p90_s": percentile(took, 90),
+            }
+            emit({"event": "phase", "phase": phase, **phases[phase]})
+        await cancel_all([sc.reader for sc in conns if sc.reader is not None])
+    return {"phases": phases}
+
+
 # ------------------------------------------------------------------ plumbing
 
 
@@ -592,6 +727,10 @@ class Control:
         msg: dict[str, Any] = json.loads(line)
         return msg
 
+    async def next(self) -> dict[str, Any]:
+        """The orchestrator's next command, whatever it is."""
+        return await self._next()
+
     async def ready(self, **info: Any) -> dict[str, Any]:
         """Report set-up done; return the ``go`` command (with the window's times)."""
         emit({"event": "ready", **info})
@@ -611,6 +750,7 @@ ROLES = {
     "idle": role_idle,
     "rest": role_rest,
     "pginsert": role_pginsert,
+    "storm": role_storm,
 }
 
 

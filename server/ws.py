@@ -235,7 +235,15 @@ class Connection:
 
     async def run(self) -> None:
         self._metrics.connections.inc()
-        self._log.info("ws_connected", encoding=self.codec.name, via=self._user.via.value)
+        # Logged without `_log`'s bind: a reconnect storm opens thousands of these at once, and
+        # a bound logger is built even when the level filters the line out.
+        log.info(
+            "ws_connected",
+            conn_id=self.conn_id,
+            user_id=str(self.user_id),
+            encoding=self.codec.name,
+            via=self._user.via.value,
+        )
         self._live.add(self)
         expires = self._user.expires_at
         if expires is not None:
@@ -268,8 +276,10 @@ class Connection:
                     await self._ws.close(code=self._close_code, message=self._close_reason.encode())
             self.state = ConnState.CLOSED
             self._metrics.connections.dec()
-            self._log.info(
+            log.info(
                 "ws_closed",
+                conn_id=self.conn_id,
+                user_id=str(self.user_id),
                 code=self._close_code,
                 peer_code=self._ws.close_code,
                 reason=self._close_reason or None,

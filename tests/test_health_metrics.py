@@ -27,6 +27,7 @@ EXPECTED_FAMILIES = {
     "boardcast_commit_batch_size": "histogram",
     "boardcast_commit_latency_seconds": "histogram",
     "boardcast_mailbox_depth": "histogram",
+    "boardcast_join_run_size": "histogram",
     "boardcast_active_boards": "gauge",
 }
 
