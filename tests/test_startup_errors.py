@@ -83,7 +83,10 @@ def test_serve_without_the_embedded_extra_or_a_url_names_both_fixes(tmp_path, bl
     """As installed without `boardcast[embedded]`: the package cannot be imported (a None in
     sys.modules is Python's own way to make an import fail)."""
     env = newcomer_env(tmp_path / "data", BOARDCAST_HOST="127.0.0.1", BOARDCAST_PORT="0", **given)
-    code = f"import sys; sys.modules[{blocked!r}] = None; from server.cli import main; sys.exit(main(['serve']))"
+    code = (
+        f"import sys; sys.modules[{blocked!r}] = None; "
+        "from server.cli import main; sys.exit(main(['serve']))"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
