@@ -35,6 +35,10 @@ class Printer:
         self.users: dict[str, str] = {}
         self.columns: dict[str, str] = {}
         self.cards: dict[str, str] = {}
+        self.conn_id: str | None = None  # our own connection, not news in presence
+
+    def on_welcome(self, msg: dict[str, Any]) -> None:
+        self.conn_id = msg.get("conn_id")
 
     def line(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -105,6 +109,8 @@ class Printer:
 
     def on_presence(self, msg: dict[str, Any]) -> None:
         for who in msg.get("joined", []):
+            if who.get("conn_id") == self.conn_id:
+                continue
             name = who.get("name") or _short(who["user_id"])
             self.users[who["user_id"]] = name
             self.line(f"+ {name} is viewing")
