@@ -6,7 +6,7 @@
 # In production DATABASE_URL and REDIS_URL are required: the server refuses to start without
 # them (embedded PostgreSQL/Redis are for development only).
 
-ARG PYTHON_IMAGE=python:3.11-slim
+ARG PYTHON_IMAGE=python:3.13-slim
 
 # ---------------------------------------------------------------- builder
 FROM ${PYTHON_IMAGE} AS builder

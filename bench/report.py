@@ -149,9 +149,12 @@ def markdown_table(results: dict[str, Any]) -> str:
     sc = results["scenarios"]
     p = results["params"]
     mem = f"{m['memory_bytes'] / 2**30:.0f} GiB" if m.get("memory_bytes") else "? GiB"
+    server_py = m.get("server_python", m["python"])
     rows: list[str] = [
         f"Median of {p['repeat']} run(s), {results['mode']} mode, on {m['nproc']} x {m['cpu_model']}, "
-        f"{mem} RAM, Python {m['python']}; server, PostgreSQL and load generator share the machine.",
+        f"{mem} RAM, Python {m['python']}"
+        + (f" (server: Python {server_py})" if server_py != m["python"] else "")
+        + "; server, PostgreSQL and load generator share the machine.",
         "",
         "| Scenario | Measure | Boardcast | Baseline | Boardcast / baseline | Target |",
         "| --- | --- | ---: | ---: | ---: | --- |",

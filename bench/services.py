@@ -178,8 +178,9 @@ class ServerProcess:
 
     async def start(self, env: dict[str, str], outbound_queue: int) -> None:
         if self.kind == "boardcast":
-            exe = Path(sys.executable).parent / "boardcast"
-            cmd = [str(exe), "serve"] if exe.exists() else [sys.executable, "-m", "server.cli", "serve"]
+            python = server_python()
+            exe = Path(python).parent / "boardcast"
+            cmd = [str(exe), "serve"] if exe.exists() else [python, "-m", "server.cli", "serve"]
             full_env = {
                 **env,
                 **self.settings,
@@ -377,6 +378,13 @@ def _proc_field(path: str, name: str) -> str | None:
     return None
 
 
+def server_python() -> str:
+    """The interpreter `boardcast serve` runs on: BENCH_SERVER_PYTHON (the python of another
+    virtual environment with Boardcast installed, to compare interpreters with the same load
+    generator), else the bench's own."""
+    return os.environ.get("BENCH_SERVER_PYTHON") or sys.executable
+
+
 def machine_info() -> dict[str, Any]:
     cpu_model = _proc_field("/proc/cpuinfo", "model name") or "unknown"
     mem_kib = _proc_field("/proc/meminfo", "MemTotal:")  # "16318452 kB"
@@ -402,6 +410,12 @@ def machine_info() -> dict[str, Any]:
         "cpu_model": cpu_model,
         "memory_bytes": mem_total,
         "python": platform.python_version(),
+        "server_python": subprocess.run(
+            [server_python(), "-c", "import platform; print(platform.python_version())"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip(),
         "platform": platform.platform(),
         "packages": versions,
         "git_commit": commit,

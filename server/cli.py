@@ -1,4 +1,4 @@
-"""The ``boardcast`` command: ``serve`` and ``migrate``."""
+"""The ``boardcast`` command: ``serve``, ``migrate`` and ``watch``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import errno
+import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -16,7 +19,7 @@ import uvloop
 from aiohttp import web
 
 from server.config import ConfigError, Settings, load_settings, parse_port
-from server.embedded import embedded_postgres, embedded_redis
+from server.embedded import EmbeddedUnavailable, embedded_postgres, embedded_redis
 from server.logging import configure_logging
 
 log = structlog.get_logger(__name__)
@@ -50,6 +53,50 @@ def _with_services(stack: contextlib.ExitStack, settings: Settings, need_redis: 
     return dataclasses.replace(settings, **changes) if changes else settings
 
 
+class StartupError(Exception):
+    """Serving cannot start for a reason the operator can fix: the message is one line that
+    names the cause and the fix, printed instead of a traceback."""
+
+
+def _port_in_use(settings: Settings) -> StartupError:
+    return StartupError(
+        f"port {settings.port} on {settings.host} is already in use; "
+        "stop the other process or set BOARDCAST_PORT (or --port)"
+    )
+
+
+def _bind_error(settings: Settings, e: OSError) -> StartupError:
+    if e.errno == errno.EADDRINUSE:
+        return _port_in_use(settings)
+    return StartupError(
+        f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}; "
+        "set BOARDCAST_HOST / BOARDCAST_PORT (or --host / --port)"
+    )
+
+
+def _check_port(settings: Settings) -> None:
+    """Fail in milliseconds, before the embedded servers start, when the port is taken.
+
+    Binds each address the host resolves to the way the server will (SO_REUSEADDR, so a port
+    whose old connections linger in TIME_WAIT is free) and closes it again. Another process can
+    still take the port before the server binds: that error is caught where it binds."""
+    try:
+        infos = socket.getaddrinfo(
+            settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as e:
+        raise StartupError(f"cannot resolve BOARDCAST_HOST {settings.host!r}: {e.strerror}") from None
+    for family, kind, proto, _, addr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(addr)
+            except OSError as e:
+                raise _bind_error(settings, e) from None
+
+
 def _stopping(signum: int, frame: object) -> None:
     """SIGTERM while already stopping: finish stopping the embedded servers."""
 
@@ -57,19 +104,35 @@ def _stopping(signum: int, frame: object) -> None:
 def serve(settings: Settings) -> None:
     from server.app import VERSION, create_app
 
+    _check_port(settings)
+
+    bound = False
+
+    def listening(_banner: str) -> None:
+        # run_app calls this once every site is bound: only then is the server listening
+        nonlocal bound
+        bound = True
+        log.info("listening", host=settings.host, port=settings.port, env=settings.env, version=VERSION)
+
     with contextlib.ExitStack() as stack:
         settings = _with_services(stack, settings)
         app = create_app(settings)
-        log.info("listening", host=settings.host, port=settings.port, env=settings.env, version=VERSION)
-        web.run_app(
-            app,
-            host=settings.host,
-            port=settings.port,
-            print=None,
-            access_log=None,
-            shutdown_timeout=10,
-            loop=uvloop.new_event_loop(),
-        )
+        try:
+            web.run_app(
+                app,
+                host=settings.host,
+                port=settings.port,
+                print=listening,
+                access_log=None,
+                shutdown_timeout=10,
+                loop=uvloop.new_event_loop(),
+            )
+        except OSError as e:
+            # taken between the check and the bind (the event loop's message says "bind");
+            # any other OSError, from start-up or later, keeps its traceback
+            if bound or "bind" not in str(e):
+                raise
+            raise _bind_error(settings, e) from None
         # run_app restored SIGTERM's default action; a second one must not cut the stop short
         signal.signal(signal.SIGTERM, _stopping)
         log.info("stopped")
@@ -110,6 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_serve.add_argument("--host", help="bind address (BOARDCAST_HOST)")
     p_serve.add_argument("--port", type=_port_arg, help="port (BOARDCAST_PORT)")
     sub.add_parser("migrate", help="apply database migrations and exit")
+    p_watch = sub.add_parser("watch", help="follow a board live, one line per event")
+    p_watch.add_argument("board_id", metavar="BOARD_ID")
+    p_watch.add_argument("--token", help="access or API token (BOARDCAST_TOKEN)")
+    p_watch.add_argument("--url", default=None, help="WebSocket URL (default ws://127.0.0.1:8080/ws)")
     args = parser.parse_args(argv)
     if args.version:
         from server.app import VERSION
@@ -119,6 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "watch":
+        from server.watch import DEFAULT_URL, run_watch
+
+        token = args.token or os.environ.get("BOARDCAST_TOKEN")
+        return run_watch(args.board_id, token, args.url or DEFAULT_URL)
     overrides = {k: v for k in ("host", "port") if (v := getattr(args, k, None)) is not None}
     try:
         settings = load_settings(**overrides)
@@ -126,10 +198,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"boardcast: configuration error: {e}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
-    if args.command == "serve":
-        serve(settings)
-    else:
-        run_migrate(settings)
+    try:
+        if args.command == "serve":
+            serve(settings)
+        else:
+            run_migrate(settings)
+    except (StartupError, EmbeddedUnavailable) as e:
+        print(f"boardcast: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

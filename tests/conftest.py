@@ -29,8 +29,8 @@ def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def database_url(services_dir: Path) -> Iterator[str]:
-    with postgres_database(services_dir / "pg") as url:
+def database_url() -> Iterator[str]:
+    with postgres_database() as url:
         yield url
 
 

@@ -2,12 +2,20 @@
 
 Each test session creates its own database (and drops only that one) and its own Redis key
 prefix (and deletes only keys under it).
+
+The embedded PostgreSQL keeps its data outside pytest's temporary tree: run as root, pgserver
+runs PostgreSQL as an unprivileged user that must traverse every parent folder, and every
+pytest session that starts (another engineer's, another CI job's) resets the shared
+/tmp/pytest-of-<user> to mode 0700, possibly between pgserver opening it up and PostgreSQL
+starting, or while it runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,14 +30,27 @@ def _with_db(url: str, dbname: str) -> str:
 
 
 @contextlib.contextmanager
-def postgres_database(tmp: Path) -> Iterator[str]:
+def private_data_root(prefix: str) -> Iterator[Path]:
+    """A folder of our own directly under the system's temporary folder, that any user may
+    traverse (see the module's docstring), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        path.chmod(0o755)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
     """A fresh, empty database; yields its URL and drops it afterwards."""
     admin = os.environ.get("DATABASE_URL")
     with contextlib.ExitStack() as stack:
         if admin is None:
             from server.embedded import embedded_postgres
 
-            admin = stack.enter_context(embedded_postgres(tmp))
+            root = stack.enter_context(private_data_root("boardcast-test-pg-"))
+            admin = stack.enter_context(embedded_postgres(root))
         name = f"boardcast_test_{uuid.uuid4().hex[:12]}"
         _run(_admin_exec(admin, f'CREATE DATABASE "{name}"'))
         try:

@@ -163,7 +163,7 @@ async def test_serve_with_no_urls_runs_embedded_databases_and_stops_them_on_sigt
         # the embedded servers are running, found by their data folder
         embedded = processes_of(data_dir)
         names = " ".join((p.info["name"] or "?") for p in embedded)
-        assert "postgres" in names and "redis" in names, [p.cmdline() for p in embedded]
+        assert "postgres" in names and "valkey" in names, [p.cmdline() for p in embedded]
 
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(60):
@@ -244,7 +244,7 @@ def test_migrate_with_no_urls_uses_an_embedded_database(tmp_path, data_root):
         assert again.returncode == 0, again.stderr
         assert "applied=[]" in again.stderr, again.stderr
         # migrate needs no Redis: none was started
-        assert not (data_dir / "redis.db").exists()
+        assert not (data_dir / "redis").exists()
         assert processes_of(data_dir) == []
     finally:
         kill_leftovers(data_dir)

@@ -7,7 +7,6 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -22,9 +21,9 @@ USER = uuid.UUID("00000000-0000-4000-8000-0000000000aa")
 
 
 @pytest.fixture
-def fresh_db(tmp_path: Path) -> Iterator[str]:
+def fresh_db() -> Iterator[str]:
     """An empty database of its own, dropped afterwards."""
-    with postgres_database(tmp_path / "pg") as url:
+    with postgres_database() as url:
         yield url
 
 
