@@ -124,6 +124,10 @@ def serve(settings: Settings) -> None:
                 port=settings.port,
                 print=listening,
                 access_log=None,
+                # After a deploy every viewer reconnects at once: with aiohttp's default of 128
+                # the accept queue overflows and those clients wait for the kernel's 1 s SYN
+                # retry (bench/ reconnect_storm). The kernel caps it at net.core.somaxconn.
+                backlog=4096,
                 shutdown_timeout=10,
                 loop=uvloop.new_event_loop(),
             )
