@@ -121,15 +121,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     overrides = {k: v for k in ("host", "port") if (v := getattr(args, k, None)) is not None}
     try:
-        settings = load_settings(**overrides)
+        settings = load_settings(command=args.command, **overrides)
     except ConfigError as e:
         print(f"boardcast: configuration error: {e}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
-    if args.command == "serve":
-        serve(settings)
-    else:
-        run_migrate(settings)
+    from storage import MigrationError
+
+    try:
+        if args.command == "serve":
+            serve(settings)
+        else:
+            run_migrate(settings)
+    except MigrationError as e:  # a deployment mistake, not a crash: the reason, no traceback
+        log.error("migration_refused", reason=str(e))
+        return 1
     return 0
 
 
