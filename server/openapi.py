@@ -20,6 +20,20 @@ _EXTRA_PATHS: dict[str, dict[str, Any]] = {
             "responses": {"200": {"description": "healthy"}, "503": {"description": "PostgreSQL is down"}},
         }
     },
+    "/health/live": {
+        "get": {
+            "security": [],
+            "summary": "Liveness probe: the process answers (no dependency is checked)",
+            "responses": {"200": {"description": "alive"}},
+        }
+    },
+    "/health/ready": {
+        "get": {
+            "security": [],
+            "summary": "Readiness probe: PostgreSQL answers",
+            "responses": {"200": {"description": "ready"}, "503": {"description": "PostgreSQL is down"}},
+        }
+    },
     "/metrics": {
         "get": {
             "security": [],

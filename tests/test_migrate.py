@@ -80,7 +80,7 @@ async def test_a_database_from_before_checksums_gets_them_and_still_catches_chan
         assert await migrate(conn, [ONE, TWO]) == [2]
         assert await recorded(conn) == {1: ONE.checksum, 2: TWO.checksum}
         assert await migrate(conn, [ONE, TWO]) == []
-        with pytest.raises(MigrationError, match="0002_second.sql"):
+        with pytest.raises(MigrationError, match=r"0002_second\.sql"):
             await migrate(conn, [ONE, Migration(2, "second", "SELECT 1;")])
     finally:
         await conn.close()
