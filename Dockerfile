@@ -3,8 +3,8 @@
 #
 # The builder stage installs the project and its dependencies into a virtualenv; the runtime
 # stage copies only that virtualenv, so no source tree, pip cache or build tooling ships.
-# In production DATABASE_URL and REDIS_URL are required: the server refuses to start without
-# them (embedded PostgreSQL/Redis are for development only).
+# In production `serve` requires DATABASE_URL and REDIS_URL (embedded PostgreSQL/Redis are for
+# development only) and `migrate` requires DATABASE_URL.
 
 ARG PYTHON_IMAGE=python:3.13-slim
 
@@ -20,11 +20,19 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 
 WORKDIR /src
-# .dockerignore keeps the local virtualenv, data folder, caches and VCS out of the context.
+# Dependencies first, in a layer of their own that only pyproject.toml feeds: a change to the
+# source reuses it from the build cache instead of downloading every dependency again.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt
+# Then the source (.dockerignore keeps the local virtualenv, data folder, caches, .env and VCS
+# out of the context). A regular (non-editable) install with --no-deps: the dependencies are
+# already there, and `pip check` proves it; the packages land in the virtualenv's
+# site-packages and the `boardcast` console script in /opt/venv/bin.
 COPY . .
-# A regular (non-editable) install: the packages land in the virtualenv's site-packages and
-# the `boardcast` console script in /opt/venv/bin.
-RUN pip install . \
+RUN pip install --no-deps . \
+    && pip check \
     && python -c "import server, actors, storage, protocol" \
     && boardcast --help >/dev/null
 
@@ -44,6 +52,7 @@ ENV VIRTUAL_ENV=/opt/venv \
     PYTHONDONTWRITEBYTECODE=1 \
     BOARDCAST_ENV=production \
     BOARDCAST_HOST=0.0.0.0 \
+    BOARDCAST_PORT=8080 \
     BOARDCAST_LOG_FORMAT=json
 
 WORKDIR /app
@@ -51,10 +60,12 @@ USER boardcast
 
 EXPOSE 8080
 
-# /health answers 200 while PostgreSQL responds (Redis down: still 200, "status": "degraded"),
-# 503 when it does not (urlopen raises on it).
+# Liveness, on the port the server listens on (BOARDCAST_PORT, read when the check runs):
+# /health/live answers 200 whenever the process does. Not /health/ready: an orchestrator that
+# replaces unhealthy containers would replace every node during a PostgreSQL outage, which
+# brings nothing back; load balancers probe /health/ready themselves.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=4).status == 200 else 1)"]
+    CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('BOARDCAST_PORT') or '8080'; sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{port}/health/live', timeout=4).status == 200 else 1)"]
 
 ENTRYPOINT ["boardcast"]
 CMD ["serve"]

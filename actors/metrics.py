@@ -2,11 +2,27 @@
 
 Built once by the app and handed to whoever records (the actor system, the WebSocket
 endpoint); never a module-level global, so tests can run several servers in one process.
+The registry also carries the process (CPU, memory, file descriptors) and Python runtime
+(version, garbage collector) collectors that a default registry would have.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
+
+# No `<name>_created` series beside every counter and histogram: their timestamps double the
+# series count and nothing here reads them (Prometheus gets a process start time from
+# process_start_time_seconds). prometheus_client has one switch for the process.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
@@ -15,6 +31,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.connections = Gauge("boardcast_ws_connections", "Open WebSocket connections", registry=r)
         self.frames_in = Counter("boardcast_ws_frames_in", "Frames received", ["encoding"], registry=r)
         self.frames_out = Counter("boardcast_ws_frames_out", "Frames sent", ["encoding"], registry=r)
@@ -61,6 +80,13 @@ class Metrics:
         self.actor_restarts = Counter("boardcast_actor_restarts", "Board actors restarted", registry=r)
         self.http_requests = Counter(
             "boardcast_http_requests", "REST requests", ["method", "status"], registry=r
+        )
+        self.http_latency = Histogram(
+            "boardcast_http_request_duration_seconds",
+            "REST request duration by route template and status class (2xx, 4xx, ...)",
+            ["method", "route", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.rate_limit = Counter(
             "boardcast_rate_limit_decisions",

@@ -6,7 +6,6 @@ import asyncio
 import functools
 import math
 import re
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -14,7 +13,6 @@ import aiohttp
 import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from actors import BoardRegistry, BoardSettings, Metrics, make_board_factory
 from protocol.errors import HTTP_STATUS, BoardcastError, CloseCode, ErrorCode
@@ -39,6 +37,13 @@ from server.keys import (
     USER,
 )
 from server.live import LiveConnections
+from server.observability import (
+    health_handler,
+    health_live,
+    health_ready,
+    latency_middleware,
+    metrics_handler,
+)
 from server.oidc import OidcVerifier
 from server.openapi import build_openapi
 from server.ratelimit import RateLimiter
@@ -179,44 +184,6 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def health(request: web.Request) -> web.Response:
-    """200 while the node can serve: PostgreSQL answers. Redis holds only the rate limits, and
-    the node keeps serving without it (fail open), so a Redis outage is reported as "degraded"
-    with 200: a readiness probe must not take every node out of rotation at once for it."""
-    app = request.app
-    report: dict[str, object] = {"status": "ok", "version": VERSION}
-
-    async def probe(name: str, check: Callable[[], Awaitable[object]]) -> bool:
-        t0 = time.perf_counter()
-        try:
-            async with asyncio.timeout(2):
-                await check()
-        except Exception as e:
-            report[name] = {"ok": False, "error": type(e).__name__}
-            log.warning("health_check_failed", dependency=name, error=repr(e))
-            return False
-        report[name] = {"ok": True, "latency_ms": round((time.perf_counter() - t0) * 1000, 2)}
-        return True
-
-    postgres = await probe("postgres", lambda: app[POOL].fetchval("SELECT 1"))
-    redis = await probe("redis", lambda: app[REDIS].ping())  # type: ignore[misc]
-    limiter = await app[GUARD].probe()
-    report["rate_limiter"] = limiter
-    oidc = app[AUTH].oidc
-    if oidc is not None:
-        report["oidc"] = oidc.health()
-    report["boards_active"] = len(app[REGISTRY])
-    report["connections"] = len(app[CONNECTIONS])
-    if not (postgres and redis and limiter["ok"]):
-        report["status"] = "degraded"
-    return json_response(report, 200 if postgres else 503)
-
-
-async def metrics_handler(request: web.Request) -> web.Response:
-    m = request.app[METRICS]
-    return web.Response(body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
 async def openapi_handler(request: web.Request) -> web.Response:
     return json_response(build_openapi(VERSION))
 
@@ -286,7 +253,8 @@ async def _close_sockets(app: web.Application) -> None:
 def create_app(settings: Settings) -> web.Application:
     routes = {f"{r.method} {r.path}": r for r in ROUTES}
     app = web.Application(
-        middlewares=[error_middleware, guard_middleware(routes)], client_max_size=settings.max_body_bytes
+        middlewares=[latency_middleware, error_middleware, guard_middleware(routes)],
+        client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
@@ -297,7 +265,9 @@ def create_app(settings: Settings) -> web.Application:
     for r in ROUTES:
         app.router.add_route(r.method, r.path, r.handler)
     app.router.add_get("/ws", ws_handler)
-    app.router.add_get("/health", health)
+    app.router.add_get("/health", health_handler(VERSION))
+    app.router.add_get("/health/live", health_live)
+    app.router.add_get("/health/ready", health_ready)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/openapi.json", openapi_handler)
     return app

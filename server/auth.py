@@ -32,6 +32,7 @@ from protocol.errors import BoardcastError, ErrorCode
 from server.access import DEV_USER, User, Via
 from server.config import Settings
 from server.oidc import OidcVerifier
+from server.ratelimit import is_trusted_proxy
 from storage.identity import IdentityRepo, RefreshRefused, UserRecord
 
 log = structlog.get_logger(__name__)
@@ -243,7 +244,7 @@ class Authenticator:
             return None
         user = await self.from_token(cookie)
         if websocket:
-            _check_origin(request)
+            _check_origin(request, self._s)
         elif request.method not in _SAFE_METHODS:
             check_csrf(request)
         return User(
@@ -370,11 +371,18 @@ def check_csrf(request: web.Request) -> None:
         )
 
 
-def _check_origin(request: web.Request) -> None:
-    """A browser sends cookies with any site's WebSocket: only our own pages may use them."""
-    origin = request.headers.get("Origin")
+def _check_origin(request: web.Request, settings: Settings) -> None:
+    """A browser sends cookies with any site's WebSocket: only our own pages may use them.
+    Ours are the pages of the host the browser addressed (``Host``, or behind a proxy that
+    rewrites it, the ``X-Forwarded-Host`` a trusted proxy sets: the last one, the nearest
+    proxy's) and those of ``BOARDCAST_ALLOWED_ORIGINS``. A page cannot set either header on a
+    WebSocket, so another site's page cannot pass for ours."""
+    origin = request.headers.get("Origin", "").strip().rstrip("/").lower()
     host = request.headers.get("Host", "")
-    if origin is None or origin.split("://", 1)[-1].rstrip("/") != host:
+    if is_trusted_proxy(request.remote, settings.trusted_proxies):
+        forwarded = ",".join(request.headers.getall("X-Forwarded-Host", ()))
+        host = forwarded.rsplit(",", 1)[-1].strip() or host
+    if not origin or (origin not in settings.allowed_origins and origin.split("://", 1)[-1] != host.lower()):
         raise BoardcastError(
             ErrorCode.FORBIDDEN,
             "a cookie-authenticated WebSocket must come from this site",

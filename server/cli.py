@@ -197,11 +197,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_watch(args.board_id, token, args.url or DEFAULT_URL)
     overrides = {k: v for k in ("host", "port") if (v := getattr(args, k, None)) is not None}
     try:
-        settings = load_settings(**overrides)
+        settings = load_settings(command=args.command, **overrides)
     except ConfigError as e:
         print(f"boardcast: configuration error: {e}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
+    from storage import MigrationError
+
     try:
         if args.command == "serve":
             serve(settings)
@@ -209,6 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_migrate(settings)
     except (StartupError, EmbeddedUnavailable) as e:
         print(f"boardcast: {e}", file=sys.stderr)
+        return 1
+    except MigrationError as e:  # a deployment mistake, not a crash: the reason, no traceback
+        log.error("migration_refused", reason=str(e))
         return 1
     return 0
 

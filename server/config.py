@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
@@ -48,6 +49,27 @@ class Rate:
 
 def _networks(raw: str) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip())
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    """Comma-separated ``scheme://host[:port]`` origins, as browsers send them: lower-cased,
+    without a trailing slash; anything with a path, query or credentials is refused."""
+    found = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        url = urlsplit(part)
+        if (
+            url.scheme not in ("http", "https")
+            or not url.hostname
+            or url.path not in ("", "/")
+            or url.query
+            or url.fragment
+            or "@" in url.netloc
+        ):
+            raise ValueError(f"{part!r} is not an origin such as https://boards.example.com")
+        found.append(f"{url.scheme}://{url.netloc.lower()}")
+    return tuple(found)
 
 
 def _on_off(raw: str) -> bool:
@@ -99,6 +121,8 @@ class Settings:
     rate_ws_commands: Rate = Rate(100, 1)
     rate_presence: Rate = Rate(20, 1)
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    # pages that may open a cookie-authenticated WebSocket besides the server's own host
+    allowed_origins: tuple[str, ...] = ()
     redis_prefix: str = "bc"
 
     @property
@@ -181,12 +205,25 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "BOARDCAST_RATE_WS_COMMANDS": ("rate_ws_commands", Rate.parse),
     "BOARDCAST_RATE_PRESENCE": ("rate_presence", Rate.parse),
     "BOARDCAST_TRUSTED_PROXIES": ("trusted_proxies", _networks),
+    "BOARDCAST_ALLOWED_ORIGINS": ("allowed_origins", _origins),
     "BOARDCAST_REDIS_PREFIX": ("redis_prefix", str),
 }
 
 
-def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Build settings from the environment; raises ConfigError naming the bad variable."""
+# What each command needs in production; a command not listed gets the strictest, serve's.
+_REQUIRED_URLS = {
+    "serve": (("DATABASE_URL", "database_url"), ("REDIS_URL", "redis_url")),
+    "migrate": (("DATABASE_URL", "database_url"),),
+}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, command: str = "serve", **overrides: Any
+) -> Settings:
+    """Build settings from the environment; raises ConfigError naming the bad variable.
+
+    Every value is checked for every command; what production *requires* depends on the
+    command: ``migrate`` needs only DATABASE_URL (no Redis, no signing secret)."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     for var, (field, parse) in _VARIABLES.items():
@@ -202,23 +239,21 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     values.update(overrides)
     settings = Settings(**values)
     if settings.production:
-        missing = [
-            v
-            for v, f in (("DATABASE_URL", "database_url"), ("REDIS_URL", "redis_url"))
-            if getattr(settings, f) is None
-        ]
+        required = _REQUIRED_URLS.get(command, _REQUIRED_URLS["serve"])
+        missing = [v for v, f in required if getattr(settings, f) is None]
         if missing:
             raise ConfigError(
                 f"{', '.join(missing)} must be set when BOARDCAST_ENV=production "
                 "(embedded databases are for development only)"
             )
-    _check_identity(settings)
+    # `migrate` signs no token and serves nobody: the identity rules of production are serve's
+    _check_identity(settings, production=settings.production and command != "migrate")
     if settings.idle_timeout_s <= settings.heartbeat_s:
         raise ConfigError("BOARDCAST_IDLE_TIMEOUT_S must be greater than BOARDCAST_HEARTBEAT_S")
     return settings
 
 
-def _check_identity(settings: Settings) -> None:
+def _check_identity(settings: Settings, *, production: bool) -> None:
     oidc = {
         "BOARDCAST_OIDC_ISSUER": settings.oidc_issuer,
         "BOARDCAST_OIDC_AUDIENCE": settings.oidc_audience,
@@ -227,7 +262,7 @@ def _check_identity(settings: Settings) -> None:
     if any(oidc.values()) and not all(oidc.values()):
         missing = ", ".join(k for k, v in oidc.items() if not v)
         raise ConfigError(f"OIDC needs issuer, audience and JWKS URL together: {missing} not set")
-    if not settings.production:
+    if not production:
         return
     if settings.auth == "none":
         raise ConfigError("BOARDCAST_AUTH=none is for development only; not allowed in production")

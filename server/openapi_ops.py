@@ -83,11 +83,35 @@ OPERATIONS: list[Operation] = [
         },
     ),
     Operation(
+        "/health/live",
+        "health_live",
+        "Liveness probe: the process answers (nothing else is checked)",
+        "operations",
+        {200: Answer("alive", schema={"type": "object", "properties": {"status": {"const": "ok"}}})},
+    ),
+    Operation(
+        "/health/ready",
+        "health_ready",
+        "Readiness probe: PostgreSQL answers (Redis is not required: limits fail open)",
+        "operations",
+        {
+            200: Answer("ready", schema={"type": "object", "properties": {"status": {"type": "string"}}}),
+            503: Answer("PostgreSQL does not answer", schema={"type": "object"}),
+        },
+    ),
+    Operation(
         "/metrics",
         "metrics",
         "Prometheus metrics",
         "operations",
-        {200: Answer("Prometheus text exposition format", media="text/plain", schema={"type": "string"})},
+        {
+            200: Answer(
+                "Prometheus text exposition format, or OpenMetrics when the `Accept` header asks for"
+                " `application/openmetrics-text`",
+                media="text/plain",
+                schema={"type": "string"},
+            )
+        },
     ),
     Operation(
         "/openapi.json",

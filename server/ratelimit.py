@@ -261,6 +261,13 @@ def address_bucket(address: str) -> str:
     return str(ip)
 
 
+def is_trusted_proxy(peer: str | None, trusted: tuple[IPNetwork, ...]) -> bool:
+    """Whether the TCP peer (``request.remote``) is one of the trusted proxies, whose
+    ``X-Forwarded-*`` headers are believed."""
+    hop = _normalize(peer) if peer is not None else None
+    return hop is not None and any(hop in net for net in trusted)
+
+
 def client_ip(peer: str | None, forwarded_for: str | None, trusted: tuple[IPNetwork, ...]) -> str:
     """The client address of a request whose TCP peer is ``peer`` (``request.remote``).
 

@@ -3,7 +3,7 @@
 from storage.db import create_pool
 from storage.identity import IdentityRepo
 from storage.members import MemberRepo
-from storage.migrate import migrate
+from storage.migrate import MigrationError, migrate
 from storage.repo import Batch, BoardRepo, LoadedBoard, StaleBoard, StoredEvent
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "IdentityRepo",
     "LoadedBoard",
     "MemberRepo",
+    "MigrationError",
     "StaleBoard",
     "StoredEvent",
     "create_pool",

@@ -204,6 +204,27 @@ def test_production_refuses_to_run_without_real_databases(given, missing):
         assert (var in msg) == (var in missing), msg
 
 
+def test_production_migrate_needs_only_database_url():
+    production = {"BOARDCAST_ENV": "production"}
+    s = load_settings({**production, "DATABASE_URL": GOOD_URLS["DATABASE_URL"]}, command="migrate")
+    assert s.production and s.redis_url is None  # and the default secret is no matter: it signs nothing
+    msg = refused(production, command="migrate")
+    assert "DATABASE_URL" in msg and "REDIS_URL" not in msg
+    # values are still checked, and serving still needs everything
+    assert "BOARDCAST_PORT" in refused({**production, "BOARDCAST_PORT": "x"}, command="migrate")
+    msg = refused({**production, "DATABASE_URL": GOOD_URLS["DATABASE_URL"]})
+    assert "REDIS_URL" in msg
+    assert "BOARDCAST_SECRET" in refused({**production, **GOOD_URLS, "BOARDCAST_SECRET": ""})
+
+
+def test_allowed_origins_are_normalised_origins():
+    s = load_settings({"BOARDCAST_ALLOWED_ORIGINS": "https://Boards.Example.com/, http://127.0.0.1:3000"})
+    assert s.allowed_origins == ("https://boards.example.com", "http://127.0.0.1:3000")
+    for bad in ("boards.example.com", "ftp://x", "https://x/app", "https://u@x", "https://x?q=1"):
+        msg = refused({"BOARDCAST_ALLOWED_ORIGINS": f"https://ok.example, {bad}"})
+        assert "BOARDCAST_ALLOWED_ORIGINS" in msg and "not an origin" in msg, msg
+
+
 def test_production_logs_json_by_default_and_development_console():
     assert load_settings({"BOARDCAST_ENV": "production", **GOOD_URLS}).log_format == "json"
     assert load_settings({"BOARDCAST_ENV": "development", **GOOD_URLS}).log_format == "console"
@@ -295,6 +316,15 @@ def test_production_without_urls_exits_2(tmp_path):
     )
     assert done.returncode == 2
     assert "DATABASE_URL" in done.stderr and "REDIS_URL" in done.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_production_migrate_without_database_url_exits_2_naming_only_it(tmp_path):
+    done = run(
+        ["migrate"], clean_env(BOARDCAST_ENV="production", BOARDCAST_DATA_DIR=str(tmp_path / "d")), tmp_path
+    )
+    assert done.returncode == 2
+    assert "DATABASE_URL" in done.stderr and "REDIS_URL" not in done.stderr
     assert not (tmp_path / "d").exists()
 
 

@@ -1,18 +1,26 @@
-"""/health reports its dependencies and live counts; /metrics is Prometheus text whose values
-move with what the server does."""
+"""/health reports its dependencies and live counts, /health/live and /health/ready are the
+probe pair; /metrics is Prometheus text (or OpenMetrics when asked) whose values move with what
+the server does, with the process and Python runtime collectors and a REST latency histogram.
+
+In-process app tests use pytest-aiohttp's ``aiohttp_client``; the WebSocket ones a real server
+(``start_server``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import aiohttp
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
+from server.app import create_app
+from server.config import Settings
 from tests.conftest import create_board, create_column
 
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
@@ -279,3 +287,124 @@ async def test_command_counters_and_histograms_move(http, server, connect):
         return value(await scrape(http, base), "boardcast_active_boards") == 0
 
     await eventually(no_boards)
+
+
+# ------------------------------------------------------------------ probes and exposition
+# In-process: the app under pytest-aiohttp's test client (a real server on 127.0.0.1).
+
+
+async def test_live_and_ready_answer_200_while_postgres_answers(aiohttp_client, settings: Settings):
+    client = await aiohttp_client(create_app(settings))
+    r = await client.get("/health/live")
+    assert r.status == 200 and await r.json() == {"status": "ok"}
+    r = await client.get("/health/ready")
+    body = await r.json()
+    assert r.status == 200 and body["status"] == "ready" and body["postgres"]["ok"] is True, body
+
+
+async def test_ready_is_503_and_live_200_when_postgres_is_unreachable(
+    aiohttp_client, settings: Settings, database_url: str
+):
+    async with relayed_postgres(database_url) as (url, relay):
+        client = await aiohttp_client(create_app(dataclasses.replace(settings, database_url=url)))
+        assert (await client.get("/health/ready")).status == 200
+        await relay.cut()
+        r = await client.get("/health/ready")
+        body = await r.json()
+        assert r.status == 503, body
+        assert body["status"] == "unavailable" and body["postgres"]["ok"] is False, body
+        # alive all the same: restarting the node would not bring PostgreSQL back
+        r = await client.get("/health/live")
+        assert r.status == 200 and await r.json() == {"status": "ok"}
+        # and /health keeps its full report
+        r = await client.get("/health")
+        assert r.status == 503 and (await r.json())["redis"]["ok"] is True
+
+
+async def test_the_probes_are_not_rate_limited(aiohttp_client, settings: Settings):
+    from server.config import Rate
+
+    app = create_app(dataclasses.replace(settings, rate_limit=True, rate_reads=Rate(1, 60)))
+    client = await aiohttp_client(app)
+    for _ in range(3):
+        assert (await client.get("/health/live")).status == 200
+        assert (await client.get("/health/ready")).status == 200
+
+
+async def test_metrics_have_process_and_python_series_and_no_created(aiohttp_client, settings: Settings):
+    client = await aiohttp_client(create_app(settings))
+    r = await client.get("/metrics")
+    assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+    text = await r.text()
+    assert "# EOF" not in text
+    names = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    for name in (
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+        "python_info",
+        "python_gc_objects_collected_total",
+    ):
+        assert name in names, name
+    assert not [n for n in names if n.endswith("_created")]
+    assert "_created" not in text
+
+
+async def test_metrics_answer_openmetrics_when_the_scraper_asks(aiohttp_client, settings: Settings):
+    client = await aiohttp_client(create_app(settings))
+    # what Prometheus sends
+    accept = (
+        "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;"
+        "q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+    )
+    r = await client.get("/metrics", headers={"Accept": accept})
+    assert r.status == 200
+    assert r.headers["Content-Type"].startswith("application/openmetrics-text;")
+    text = await r.text()
+    assert text.endswith("# EOF\n")
+    families = {f.name: f.type for f in openmetrics_families(text)}
+    assert families["boardcast_commands"] == "counter"
+    assert families["boardcast_http_request_duration_seconds"] == "histogram"
+    assert families["process_cpu_seconds"] == "counter"
+    assert "_created" not in text
+    r = await client.get("/metrics", headers={"Accept": "text/plain"})
+    assert r.headers["Content-Type"].startswith("text/plain") and "# EOF" not in await r.text()
+
+
+async def test_rest_latency_is_labelled_by_route_template_and_status_class(
+    aiohttp_client, settings: Settings
+):
+    client = await aiohttp_client(create_app(settings))
+    r = await client.post("/api/v1/boards", json={"title": "timed"})
+    assert r.status == 201
+    board_id = (await r.json())["id"]
+    for _ in range(2):
+        assert (await client.get(f"/api/v1/boards/{board_id}")).status == 200
+    assert (await client.get("/api/v1/boards/00000000-0000-4000-8000-00000000dead")).status == 404
+    assert (await client.get("/no/such/path")).status == 404
+    async with client.get("/metrics") as r:
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(await r.text())
+            for s in f.samples
+        }
+    name = "boardcast_http_request_duration_seconds_count"
+    board = "/api/v1/boards/{board_id}"
+    assert value(samples, name, method="GET", route=board, status="2xx") == 2
+    assert value(samples, name, method="GET", route=board, status="4xx") == 1
+    assert value(samples, name, method="POST", route="/api/v1/boards", status="2xx") == 1
+    assert value(samples, name, method="GET", route="unmatched", status="4xx") == 1
+    # never a raw path
+    assert not [labels for (n, labels) in samples if n == name and board_id in str(labels)]
+    assert (
+        value(
+            samples,
+            "boardcast_http_request_duration_seconds_bucket",
+            method="GET",
+            route=board,
+            status="2xx",
+            le="+Inf",
+        )
+        == 2
+    )
