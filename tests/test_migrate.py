@@ -24,7 +24,7 @@ TWO = Migration(2, "second", "CREATE TABLE second_table (id integer PRIMARY KEY)
 
 @pytest.fixture
 def fresh_db(tmp_path: Path) -> Iterator[str]:
-    with postgres_database(tmp_path / "pg") as url:
+    with postgres_database() as url:
         yield url
 
 
