@@ -12,7 +12,7 @@ import hashlib
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence, Set
+from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +109,9 @@ class BoardActor(Actor):
         self._requests: OrderedDict[tuple[uuid.UUID, str], tuple[int, int | None]] = OrderedDict()
         self._subs: dict[str, Subscriber] = {}
         self._presence = Presence(board_id)
+        # viewers who joined since the last presence diff, by the presence version their
+        # viewer list showed
+        self._fresh: dict[int, list[str]] = {}
         self._presence_timer: asyncio.TimerHandle | None = None
         self._log = log.bind(board_id=str(board_id))
         self._deleted = False
@@ -355,14 +358,8 @@ class BoardActor(Actor):
     def _broadcast(self, msgs: Sequence[ServerMessage], exclude: Set[str] = frozenset()) -> None:
         if not msgs or not self._subs:
             return
-        frames: dict[Codec, bytes] = {}
-        for sub in self._subs.values():
-            if exclude and sub.conn_id in exclude:
-                continue
-            frame = frames.get(sub.codec)
-            if frame is None:
-                frame = frames[sub.codec] = sub.codec.frame([sub.codec.encode(m) for m in msgs])
-            sub.send_frame(frame)
+        subs = self._subs.values()
+        self._send_to([s for s in subs if s.conn_id not in exclude] if exclude else subs, msgs)
 
     def _recent_event(self, seq: int) -> EventMsg | None:
         if self._recent and self._recent[0].seq <= seq <= self._recent[-1].seq:
@@ -472,9 +469,11 @@ class BoardActor(Actor):
             # Pushed by the actor itself so it reaches the connection before any later event.
             sub.send_frame(codec.frame([spliced]))
             env.resolve(joined.seq)
-        diff = self._presence.take_diff()
-        if diff is not None:
-            self._broadcast([diff], exclude={sub.conn_id for _, sub, _, _ in joins})
+        # The joiners' lists show presence as it is now: from the next diff they get only what
+        # changes after this. Joins are announced to the others on the coalescing timer, so a
+        # reconnect storm costs each viewer one diff per interval, not one per run of joins.
+        self._fresh.setdefault(self._presence.version, []).extend(sub.conn_id for _, sub, _, _ in joins)
+        self._schedule_presence()
 
     def _join_failed(self, env: Envelope, msg: Subscribe, e: BoardcastError) -> None:
         # A failed join leaves the board, even one joined before (a re-join): from now on
@@ -608,14 +607,38 @@ class BoardActor(Actor):
             self.tell(_FlushPresence())
 
     def _flush_presence_joins(self) -> None:
-        # Joins and leaves go out at once; state changes wait for the coalescing timer.
+        # Leaves go out at once; joins and state changes wait for the coalescing timer.
         if self._presence.has_membership_changes():
-            self._flush_presence()
+            if self._fresh:
+                self._schedule_presence()  # the joiners' diffs are cut at the next flush
+            else:
+                self._flush_presence()
 
     def _flush_presence(self) -> None:
-        diff = self._presence.take_diff()
+        """Send the pending presence diff: the whole of it to the viewers who were there at
+        the last diff, and to each run of joiners since then only what changed after its
+        viewer list was taken."""
+        fresh, self._fresh = self._fresh, {}
+        if not self._presence.has_changes():
+            return
+        joiners = {conn_id for conns in fresh.values() for conn_id in conns}
+        diff = self._presence.diff()
         if diff is not None:
-            self._broadcast([diff])
+            self._broadcast([diff], exclude=joiners)
+        for version, conns in fresh.items():
+            since = self._presence.diff_since(version)
+            if since is not None:
+                self._send_to([self._subs[c] for c in conns if c in self._subs], [since])
+        self._presence.clear()
+
+    def _send_to(self, subs: Iterable[Subscriber], msgs: Sequence[ServerMessage]) -> None:
+        """One frame per encoding, the same bytes to every one of ``subs``."""
+        frames: dict[Codec, bytes] = {}
+        for sub in subs:
+            frame = frames.get(sub.codec)
+            if frame is None:
+                frame = frames[sub.codec] = sub.codec.frame([sub.codec.encode(m) for m in msgs])
+            sub.send_frame(frame)
 
     # ------------------------------------------------------------------ introspection
 

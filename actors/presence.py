@@ -20,44 +20,61 @@ class Presence:
         self._by_user: dict[uuid.UUID, dict[str, PresenceEntry]] = {}
         self._names: dict[uuid.UUID, str] = {}
         self._user_of: dict[str, uuid.UUID] = {}
-        # pending diff: connections joined / updated since the last diff, and those that left
-        # (only ones other viewers had already heard of)
-        self._joined: set[str] = set()
-        self._updated: set[str] = set()
-        self._left: dict[str, uuid.UUID] = {}
+        # The pending diff, each change stamped with a version (bumped by every change), so
+        # that a viewer who joined since the last diff, whose viewer list showed everything up
+        # to its version, is sent only what changed after it (see diff_since):
+        #   joined:  connection -> version it joined at
+        #   updated: connection -> version of its latest state change
+        #   left:    connection -> (user, version it left at, version it joined at if that was
+        #            after the last diff, i.e. viewers from before never heard of it)
+        self._version = 0
+        self._joined: dict[str, int] = {}
+        self._updated: dict[str, int] = {}
+        self._left: dict[str, tuple[uuid.UUID, int, int | None]] = {}
+
+    @property
+    def version(self) -> int:
+        """The version of the latest change: what a viewer list taken now shows."""
+        return self._version
 
     def add(self, conn_id: str, user_id: uuid.UUID, name: str) -> None:
         if conn_id in self._user_of:  # a re-join: the connection starts afresh
             self.remove(conn_id)
+        self._version += 1
         self._by_user.setdefault(user_id, {})[conn_id] = PresenceEntry(conn_id=conn_id)
         self._names[user_id] = name
         self._user_of[conn_id] = user_id
-        self._joined.add(conn_id)
+        self._joined[conn_id] = self._version
 
     def remove(self, conn_id: str) -> None:
         user_id = self._user_of.pop(conn_id, None)
         if user_id is None:
             return
+        self._version += 1
         conns = self._by_user[user_id]
         del conns[conn_id]
         if not conns:
             del self._by_user[user_id], self._names[user_id]
-        self._updated.discard(conn_id)
-        if conn_id in self._joined:
-            self._joined.discard(conn_id)  # nobody heard of it: nothing to retract
-        else:
-            self._left[conn_id] = user_id
+        self._updated.pop(conn_id, None)
+        joined_at = self._joined.pop(conn_id, None)
+        earlier = self._left.get(conn_id)
+        if earlier is not None and earlier[2] is None:
+            joined_at = None  # it had left once already, as a connection everyone knew
+        self._left[conn_id] = (user_id, self._version, joined_at)
 
     def set_state(self, conn_id: str, state: dict[str, Any]) -> None:
         user_id = self._user_of.get(conn_id)
         if user_id is None:
             return
+        self._version += 1
         self._by_user[user_id][conn_id].state = state
-        if conn_id not in self._joined:
-            self._updated.add(conn_id)
+        self._updated[conn_id] = self._version
 
     def has_membership_changes(self) -> bool:
         return bool(self._joined or self._left)
+
+    def has_changes(self) -> bool:
+        return bool(self._joined or self._updated or self._left)
 
     def viewers(self) -> list[Viewer]:
         return [
@@ -74,16 +91,45 @@ class Presence:
             state=self._by_user[user_id][conn_id].state,
         )
 
-    def take_diff(self) -> PresenceDiff | None:
-        if not (self._joined or self._updated or self._left):
+    def _diff(
+        self, left: list[PresenceChange], joined: list[PresenceChange], updated: list[PresenceChange]
+    ) -> PresenceDiff | None:
+        if not (left or joined or updated):
             return None
-        diff = PresenceDiff(
-            board_id=self._board_id,
-            left=[PresenceChange(user_id=u, conn_id=c) for c, u in self._left.items()],
-            joined=[self._change(c, True) for c in self._joined],
-            updated=[self._change(c, False) for c in self._updated],
+        return PresenceDiff(board_id=self._board_id, left=left, joined=joined, updated=updated)
+
+    def diff(self) -> PresenceDiff | None:
+        """The pending diff for viewers who were there at the last diff."""
+        return self._diff(
+            [PresenceChange(user_id=u, conn_id=c) for c, (u, _, j) in self._left.items() if j is None],
+            [self._change(c, True) for c in self._joined],
+            # a connection that joined is announced with its latest state already
+            [self._change(c, False) for c in self._updated if c not in self._joined],
         )
+
+    def diff_since(self, version: int) -> PresenceDiff | None:
+        """The pending diff for a viewer whose viewer list showed the board at ``version``."""
+        return self._diff(
+            [
+                PresenceChange(user_id=u, conn_id=c)
+                for c, (u, at, j) in self._left.items()
+                if at > version and (j is None or j <= version)
+            ],
+            [self._change(c, True) for c, at in self._joined.items() if at > version],
+            [
+                self._change(c, False)
+                for c, at in self._updated.items()
+                if at > version and self._joined.get(c, 0) <= version
+            ],
+        )
+
+    def clear(self) -> None:
+        """Forget the pending diff (it was sent)."""
         self._joined.clear()
         self._updated.clear()
         self._left.clear()
+
+    def take_diff(self) -> PresenceDiff | None:
+        diff = self.diff()
+        self.clear()
         return diff

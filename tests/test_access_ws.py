@@ -97,19 +97,28 @@ async def _expect_revoked(c: WsClient, bid: str) -> None:
     assert not c.closed.is_set()
 
 
+def _presence_conns(log: list[dict[str, Any]], bid: str, part: str) -> set[str]:
+    return {
+        x["conn_id"]
+        for m in log
+        if m.get("type") == "presence" and str(m.get("board_id")) == bid
+        for x in m.get(part, [])
+    }
+
+
+async def _presence_joined(watcher: WsClient, bid: str, tabs: list[WsClient]) -> None:
+    joined = {t.welcome["conn_id"] for t in tabs}
+    await watcher.wait_until(
+        lambda log: joined <= _presence_conns(log, bid, "joined"), what="presence joined for the tabs"
+    )
+
+
 async def _presence_gone(watcher: WsClient, bid: str, tabs: list[WsClient]) -> None:
     """Other viewers see the dropped connections leave the board's presence."""
     gone = {t.welcome["conn_id"] for t in tabs}
-
-    def left(log: list[dict[str, Any]]) -> set[str]:
-        return {
-            x["conn_id"]
-            for m in log
-            if m.get("type") == "presence" and str(m.get("board_id")) == bid
-            for x in m.get("left", [])
-        }
-
-    await watcher.wait_until(lambda log: gone <= left(log), what="presence left for the dropped connections")
+    await watcher.wait_until(
+        lambda log: gone <= _presence_conns(log, bid, "left"), what="presence left for the dropped tabs"
+    )
 
 
 # ------------------------------------------------------------------ joining
@@ -286,6 +295,9 @@ async def test_a_removed_member_is_told_on_every_connection_and_hears_nothing_mo
         await tab.join(other)
     elsewhere = await ws_as(srv, bob, encoding)  # connected, but has not joined the board
     await elsewhere.join(other)
+    # Joins are announced on the presence timer: the watcher must have heard of the tabs to
+    # hear them leave (a join and leave within one interval are never announced at all).
+    await _presence_joined(watcher, bid, tabs)
 
     r = await call(http, "DELETE", board_url(srv.base, bid, f"/members/{bob.user_id}"), owner)
     assert r.status == 204, r.body

@@ -188,3 +188,31 @@ async def test_a_client_resuming_on_a_deleted_board_is_told_it_was_deleted(http,
     await d.send({"type": "join", "rid": "never", "board_id": str(uuid.uuid4()), "since_seq": 0})
     never = await _answer(d, "never")
     assert (never["type"], never["code"]) == ("error", "not_found")
+
+
+def test_a_pending_presence_diff_is_cut_for_each_run_of_joiners():
+    """Between two diffs, the viewers from before get everything, and a joiner only what
+    changed after its viewer list was taken (never itself, never what its list showed)."""
+    from actors.presence import Presence
+
+    u, w = uuid.uuid4(), uuid.uuid4()
+    p = Presence(uuid.uuid4())
+    p.add("old", u, "U")
+    p.take_diff()
+    p.add("x", u, "U")  # a first run of joiners: x's list shows old and x
+    at_x = p.version
+    p.set_state("old", {"k": 1})
+    p.add("y", w, "W")  # a second run: y's list shows old (with its state), x and y
+    at_y = p.version
+    p.remove("x")
+    p.set_state("y", {"k": 2})
+
+    def names(diff):
+        parts = ("left", "joined", "updated")
+        return {part: sorted(c.conn_id for c in getattr(diff, part)) for part in parts}
+
+    # before: x joined and left unheard of; y is announced with its latest state
+    assert names(p.diff()) == {"left": [], "joined": ["y"], "updated": ["old"]}
+    assert names(p.diff_since(at_x)) == {"left": ["x"], "joined": ["y"], "updated": ["old"]}
+    assert names(p.diff_since(at_y)) == {"left": ["x"], "joined": [], "updated": ["y"]}
+    assert p.diff_since(p.version) is None
