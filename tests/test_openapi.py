@@ -12,6 +12,7 @@ import jsonschema
 import msgspec
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
+from protocol.model import dec_hook
 from server import accounts, membership
 from server.rest import BOARD_ROUTES, ROUTES
 from tests.conftest import create_board, create_column
@@ -145,7 +146,7 @@ def _candidates(ids: dict[str, str]) -> list[Any]:
 
 def _decodes(kind: type[Any], body: Any) -> bool:
     try:
-        msgspec.json.decode(msgspec.json.encode(body), type=kind)
+        msgspec.json.decode(msgspec.json.encode(body), type=kind, dec_hook=dec_hook)
     except msgspec.ValidationError:
         return False
     return True
