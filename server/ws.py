@@ -344,10 +344,10 @@ class Connection:
                 # aiohttp has already closed with its code (1002, 1007, 1009).
                 exc = frame.data
                 if isinstance(exc, WebSocketError):
-                    self._close_code = exc.code
+                    self._close_code = int(exc.code)
                     reason = _PROTOCOL_ERRORS.get(exc.code, "protocol_error")
                     self._metrics.ws_closed.labels(reason=reason).inc()
-                self._log.info("ws_error", error=str(exc), code=getattr(exc, "code", None))
+                self._log.info("ws_error", error=str(exc), code=self._close_code)
                 break
             if self.state is not ConnState.OPEN:
                 break

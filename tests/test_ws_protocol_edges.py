@@ -343,3 +343,26 @@ async def test_invalid_utf8_in_a_text_frame_is_closed_with_1007(server, server_l
         assert msgspec.json.decode(payload)["code"] == "bad_frame"
     finally:
         await ws.close()
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+async def test_presence_state_is_bounded_in_size(http, server, connect, encoding):
+    """Presence values are scalars (nested ones are refused: see above and
+    test_ws_bad_input), with bounded keys, strings and key count."""
+    board = await create_board(http, server.base)
+    bid = board["id"]
+    a = await connect(encoding)
+    await a.join(bid)
+    for state in ({"k" * 33: 1}, {"k": "v" * 257}, {f"k{i}": None for i in range(9)}, {"k": {}}, {"k": []}):
+        err = await a.request({"type": "presence", "board_id": bid, "state": state})
+        assert (err["type"], err["code"]) == ("error", "bad_request"), (state, err)
+    # The largest state allowed is accepted (no reply) and reaches the other viewers.
+    b = await connect("json" if encoding == "msgpack" else "msgpack")
+    await b.join(bid)
+    most = {f"{i}".ljust(32, "k"): "v" * 256 for i in range(8)}
+    before = len(a.log)
+    await a.send({"type": "presence", "rid": "most", "board_id": bid, "state": most})
+    diff = await b.expect("presence", lambda m: any(u.get("state") for u in m.get("updated", [])))
+    assert diff["updated"][0]["state"] == most
+    await a.ping()
+    assert [m for m in a.log[before:] if m["type"] == "error"] == []
