@@ -13,6 +13,7 @@ import msgspec
 
 from protocol.errors import BoardcastError, ErrorCode
 from protocol.messages import ClientMessage, RidProbe
+from protocol.model import dec_hook
 
 MSGPACK_SUBPROTOCOL = "boardcast.v1.msgpack"
 JSON_SUBPROTOCOL = "boardcast.v1.json"
@@ -27,11 +28,11 @@ class Codec:
         self.binary = binary
         if binary:
             self._encoder: msgspec.msgpack.Encoder | msgspec.json.Encoder = msgspec.msgpack.Encoder()
-            self._decoder: Any = msgspec.msgpack.Decoder(ClientMessage)
+            self._decoder: Any = msgspec.msgpack.Decoder(ClientMessage, dec_hook=dec_hook)
             self._probe: Any = msgspec.msgpack.Decoder(RidProbe)
         else:
             self._encoder = msgspec.json.Encoder()
-            self._decoder = msgspec.json.Decoder(ClientMessage)
+            self._decoder = msgspec.json.Decoder(ClientMessage, dec_hook=dec_hook)
             self._probe = msgspec.json.Decoder(RidProbe)
 
     def encode(self, msg: Any) -> bytes:
@@ -41,18 +42,33 @@ class Codec:
         """Decode one client frame, raising :class:`BoardcastError` with the frame's
         request id when it is malformed or invalid."""
         if self.binary and isinstance(data, str):
-            # A text frame on a MessagePack connection: msgspec's msgpack decoder takes only
-            # bytes (a str raises TypeError, which would end the connection), so decode its
-            # UTF-8 bytes like any other frame.
-            data = data.encode()
+            # A text frame is JSON's kind of frame: on a MessagePack connection it cannot be a
+            # message (its bytes may even parse as some MessagePack value), so it is refused
+            # unread. A binary frame on a JSON connection is decoded as JSON: it is bytes
+            # either way, and some client libraries send only binary frames.
+            raise FrameError(ErrorCode.BAD_FRAME, "text frame on a MessagePack connection", None)
         try:
             return self._decoder.decode(data)  # type: ignore[no-any-return]
         except msgspec.ValidationError as e:
             text = str(e)
             code = ErrorCode.UNKNOWN_TYPE if _is_unknown_tag(text) else ErrorCode.BAD_REQUEST
-            raise FrameError(code, text, self._rid_of(data)) from e
+            try:
+                rid = self._rid_of(data)
+            except RecursionError:
+                raise self._too_deep() from e
+            raise FrameError(code, text, rid) from e
         except msgspec.DecodeError as e:
             raise FrameError(ErrorCode.BAD_FRAME, f"malformed {self.name}: {e}", None) from e
+        except RecursionError as e:
+            raise self._too_deep() from e
+
+    def _too_deep(self) -> FrameError:
+        # msgspec reads nested arrays and maps (and skips unknown values) recursively and
+        # stops with RecursionError at the interpreter's recursion limit, several hundred
+        # levels down, long before the C stack is in danger. No valid message nests more than
+        # four levels, so such a frame is as unreadable as malformed input: `bad_frame`, and
+        # no rid (looking for it recurses just as deep).
+        return FrameError(ErrorCode.BAD_FRAME, f"{self.name} nested too deeply", None)
 
     def _rid_of(self, data: bytes | str) -> str | None:
         try:

@@ -11,7 +11,7 @@ import uuid
 
 import msgspec
 
-from protocol.model import Card, Column, Text, Title
+from protocol.model import Card, Column, Text, Title, Uuid
 
 
 class _Command(msgspec.Struct, kw_only=True, tag_field="op", forbid_unknown_fields=True):
@@ -25,37 +25,37 @@ class UpdateBoard(_Command, tag="board.update"):
 
 class CreateColumn(_Command, tag="column.create"):
     title: Title
-    after: uuid.UUID | None = None
-    before: uuid.UUID | None = None
+    after: Uuid | None = None
+    before: Uuid | None = None
 
 
 class UpdateColumn(_Command, tag="column.update"):
-    column_id: uuid.UUID
+    column_id: Uuid
     title: Title
 
 
 class MoveColumn(_Command, tag="column.move"):
     """Place a column directly after or before a neighbour; with neither, at the end."""
 
-    column_id: uuid.UUID
-    after: uuid.UUID | None = None
-    before: uuid.UUID | None = None
+    column_id: Uuid
+    after: Uuid | None = None
+    before: Uuid | None = None
 
 
 class DeleteColumn(_Command, tag="column.delete"):
-    column_id: uuid.UUID
+    column_id: Uuid
 
 
 class CreateCard(_Command, tag="card.create"):
-    column_id: uuid.UUID
+    column_id: Uuid
     title: Title
     description: Text = ""
-    after: uuid.UUID | None = None
-    before: uuid.UUID | None = None
+    after: Uuid | None = None
+    before: Uuid | None = None
 
 
 class UpdateCard(_Command, tag="card.update"):
-    card_id: uuid.UUID
+    card_id: Uuid
     title: Title | None = None
     description: Text | None = None
 
@@ -63,14 +63,14 @@ class UpdateCard(_Command, tag="card.update"):
 class MoveCard(_Command, tag="card.move"):
     """Move a card into ``column_id`` after or before a neighbour there; with neither, last."""
 
-    card_id: uuid.UUID
-    column_id: uuid.UUID
-    after: uuid.UUID | None = None
-    before: uuid.UUID | None = None
+    card_id: Uuid
+    column_id: Uuid
+    after: Uuid | None = None
+    before: Uuid | None = None
 
 
 class DeleteCard(_Command, tag="card.delete"):
-    card_id: uuid.UUID
+    card_id: Uuid
 
 
 Command = (

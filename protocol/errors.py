@@ -74,6 +74,8 @@ class CloseCode(enum.IntEnum):
     """WebSocket close codes Boardcast uses (documented in docs/PROTOCOL.md)."""
 
     GOING_AWAY = 1001  # server shutting down: reconnect and resume
+    PROTOCOL_ERROR = 1002  # a frame breaking RFC 6455 (unmasked, reserved bits, bad opcode...)
+    INVALID_TEXT = 1007  # a text frame that is not valid UTF-8
     MESSAGE_TOO_BIG = 1009  # a frame over max_frame_bytes
     SLOW_CONSUMER = 4000  # outbound queue overflowed: reconnect and resume from last seq
     IDLE_TIMEOUT = 4001  # no frame and no pong within the idle timeout

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import msgspec
 
 from protocol.commands import Command, Event
-from protocol.model import BoardSnapshot, PresenceChange, RequestId, Seq, Viewer
+from protocol.model import BoardSnapshot, PresenceChange, RequestId, Seq, Uuid, Viewer
 
 PresenceState = Annotated[
     dict[
@@ -31,27 +31,27 @@ class Join(_In, tag="join"):
     snapshot (or a snapshot when that history is no longer available)."""
 
     rid: RequestId
-    board_id: uuid.UUID
+    board_id: Uuid
     since_seq: Seq | None = None
 
 
 class Leave(_In, tag="leave"):
     rid: RequestId
-    board_id: uuid.UUID
+    board_id: Uuid
 
 
 class Cmd(_In, tag="cmd"):
     """A command to one board, answered by ``ack`` or ``error`` naming ``rid``."""
 
     rid: RequestId
-    board_id: uuid.UUID
+    board_id: Uuid
     op: Command
 
 
 class SetPresence(_In, tag="presence"):
     """Replace this connection's ephemeral state on a board (cursor, focused card...)."""
 
-    board_id: uuid.UUID
+    board_id: Uuid
     state: PresenceState
     rid: RequestId | None = None
 

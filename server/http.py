@@ -11,6 +11,7 @@ import msgspec
 from aiohttp import web
 
 from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
+from protocol.model import CanonicalUUID, dec_hook
 from server.guard import Tier
 
 
@@ -68,11 +69,15 @@ def json_response(value: Any, status: int = 200) -> web.Response:
 async def read_body(request: web.Request, kind: type[Any]) -> Any:
     raw = await request.read()
     try:
-        return msgspec.json.decode(raw, type=kind)
+        return msgspec.json.decode(raw, type=kind, dec_hook=dec_hook)
     except msgspec.ValidationError as e:
         raise bad_request(str(e)) from e
     except msgspec.DecodeError as e:
         raise bad_request(f"malformed JSON: {e}") from e
+    except RecursionError as e:
+        # msgspec stops at the interpreter's recursion limit (several hundred levels of
+        # arrays or maps); no valid body nests more than a few.
+        raise bad_request("malformed JSON: nested too deeply") from e
 
 
 class UnsupportedMediaType(BoardcastError):
@@ -97,11 +102,22 @@ def require_json(request: web.Request, what: str) -> None:
         )
 
 
-def path_uuid(request: web.Request, name: str) -> uuid.UUID:
+def parse_uuid(text: str) -> uuid.UUID | None:
+    """``text`` as a UUID if it is in canonical form (lower-case, hyphenated, 36 characters:
+    the only form Boardcast sends and accepts), else None. ``uuid.UUID()`` alone would also
+    take upper-case, braces, ``urn:uuid:`` and 32 hex digits."""
     try:
-        return uuid.UUID(request.match_info[name])
+        return dec_hook(CanonicalUUID, text)  # type: ignore[no-any-return]
     except ValueError:
-        raise not_found(name.removesuffix("_id"), request.match_info[name]) from None
+        return None
+
+
+def path_uuid(request: web.Request, name: str) -> uuid.UUID:
+    """A UUID in the path; any other text names no such thing (404)."""
+    value = parse_uuid(request.match_info[name])
+    if value is None:
+        raise not_found(name.removesuffix("_id"), request.match_info[name])
+    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from actors import AccessChanged
 from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
-from protocol.model import BoardInfo
+from protocol.model import BoardInfo, Uuid
 from server.access import (
     ROLES,
     Action,
@@ -48,7 +48,7 @@ InviteRole = Literal["admin", "member", "viewer"]
 
 class MemberAdd(Body):
     rules = exactly_one("user_id", "email")
-    user_id: uuid.UUID | None = None
+    user_id: Uuid | None = None
     email: Email | None = None
     role: Role = "member"
 
@@ -58,7 +58,7 @@ class MemberPatch(Body):
 
 
 class Transfer(Body):
-    user_id: uuid.UUID
+    user_id: Uuid
 
 
 class InvitationCreate(Body):

@@ -26,10 +26,19 @@ from actors import (
 )
 from protocol import commands as c
 from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
-from protocol.model import BoardInfo, BoardSnapshot, Card, Column, Text, Title
+from protocol.model import BoardInfo, BoardSnapshot, Card, Column, Text, Title, Uuid
 from server import accounts, membership
 from server.access import Action, Grant, User, authorize, current_user
-from server.http import Body, Route, at_least_one, at_most_one, json_response, path_uuid, read_body
+from server.http import (
+    Body,
+    Route,
+    at_least_one,
+    at_most_one,
+    json_response,
+    parse_uuid,
+    path_uuid,
+    read_body,
+)
 from server.keys import MEMBERS, REGISTRY, REPO, SETTINGS
 from storage import BoardRepo, MemberRepo
 
@@ -58,8 +67,8 @@ class BoardPatch(Body):
 class ColumnCreate(Body):
     rules = at_most_one("after", "before")
     title: Title
-    after: uuid.UUID | None = None
-    before: uuid.UUID | None = None
+    after: Uuid | None = None
+    before: Uuid | None = None
 
 
 class ColumnPatch(Body):
@@ -68,17 +77,17 @@ class ColumnPatch(Body):
 
 class Placement(Body):
     rules = at_most_one("after", "before")
-    after: uuid.UUID | None = None
-    before: uuid.UUID | None = None
+    after: Uuid | None = None
+    before: Uuid | None = None
 
 
 class CardCreate(Body):
     rules = at_most_one("after", "before")
-    column_id: uuid.UUID
+    column_id: Uuid
     title: Title
     description: Text = ""
-    after: uuid.UUID | None = None
-    before: uuid.UUID | None = None
+    after: Uuid | None = None
+    before: Uuid | None = None
 
 
 class CardPatch(Body):
@@ -89,9 +98,9 @@ class CardPatch(Body):
 
 class CardMoveBody(Body):
     rules = at_most_one("after", "before")
-    column_id: uuid.UUID
-    after: uuid.UUID | None = None
-    before: uuid.UUID | None = None
+    column_id: Uuid
+    after: Uuid | None = None
+    before: Uuid | None = None
 
 
 class BoardList(msgspec.Struct):
@@ -277,10 +286,9 @@ async def list_cards(request: web.Request) -> web.Response:
     cards = (await _snapshot(cx, board_id)).cards
     column = request.query.get("column_id")
     if column is not None:
-        try:
-            col_id = uuid.UUID(column)
-        except ValueError:
-            raise bad_request("column_id is not a UUID") from None
+        col_id = parse_uuid(column)
+        if col_id is None:
+            raise bad_request("column_id is not a UUID in canonical form")
         cards = [card for card in cards if card.column_id == col_id]
     return json_response(CardList(cards))
 

@@ -22,7 +22,7 @@ import uuid
 from typing import Any
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSMsgType, web
 
 from actors import (
     ActorStopped,
@@ -65,6 +65,7 @@ from server.access import (
 from server.config import Settings
 from server.live import LiveConnections
 from server.ratelimit import LocalBucket
+from server.wsguard import StrictWebSocketResponse
 from storage import MemberRepo
 from storage.members import DeletedBoard
 
@@ -342,6 +343,12 @@ class Connection:
     async def _reader(self) -> None:
         ws = self._ws
         frames_in = self._metrics.frames_in.labels(encoding=self.codec.name)
+        if isinstance(ws, StrictWebSocketResponse) and ws.refused_early:
+            # An unmasked frame came with the upgrade request: none of its frames is handled.
+            self._metrics.ws_closed.labels(reason="protocol_error").inc()
+            self._close_code = CloseCode.PROTOCOL_ERROR
+            await ws.receive()  # reads the queued error: aiohttp closes with 1002
+            return
         async for frame in ws:
             self._last_seen = time.monotonic()
             if frame.type in (WSMsgType.BINARY, WSMsgType.TEXT):
@@ -355,11 +362,14 @@ class Connection:
             elif frame.type is WSMsgType.PING:
                 await ws.pong(frame.data)
             elif frame.type is WSMsgType.ERROR:
-                exc = ws.exception()
-                if "message size" in str(exc).lower() or "too big" in str(exc).lower():
-                    self._metrics.ws_closed.labels(reason="too_big").inc()
-                    self._close_code = CloseCode.MESSAGE_TOO_BIG
-                self._log.info("ws_error", error=str(exc))
+                # A WebSocket protocol error found by aiohttp's reader (or server.wsguard):
+                # aiohttp has already closed with its code (1002, 1007, 1009).
+                exc = frame.data
+                if isinstance(exc, WebSocketError):
+                    self._close_code = int(exc.code)
+                    reason = _PROTOCOL_ERRORS.get(exc.code, "protocol_error")
+                    self._metrics.ws_closed.labels(reason=reason).inc()
+                self._log.info("ws_error", error=str(exc), code=self._close_code)
                 break
             if self.state is not ConnState.OPEN:
                 break
@@ -505,6 +515,13 @@ class Connection:
         self.send(ErrorMsg(code=e.code, message=e.message, rid=rid, board_id=board_id, details=e.details))
 
 
+_PROTOCOL_ERRORS: dict[int, str] = {
+    CloseCode.PROTOCOL_ERROR: "protocol_error",
+    CloseCode.INVALID_TEXT: "invalid_text",
+    CloseCode.MESSAGE_TOO_BIG: "too_big",
+}
+
+
 def _limited(tier: str, wait: float) -> BoardcastError:
     return BoardcastError(
         ErrorCode.RATE_LIMITED,
@@ -517,9 +534,11 @@ async def negotiate(request: web.Request, settings: Settings) -> tuple[web.WebSo
     # MessagePack is the default when a client offers both (aiohttp would take the client's order).
     offered = {p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")}
     preferred = [p for p in SUBPROTOCOLS if p in offered]
-    ws = web.WebSocketResponse(
+    ws = StrictWebSocketResponse(
         protocols=preferred[:1] or SUBPROTOCOLS,
-        max_msg_size=settings.max_frame_bytes,
+        # aiohttp refuses a message of max_msg_size bytes or more; max_frame_bytes is the
+        # largest accepted (as `welcome` says).
+        max_msg_size=settings.max_frame_bytes + 1,
         autoping=False,  # pongs are read by the connection: they prove it is alive
         heartbeat=None,
         compress=False,

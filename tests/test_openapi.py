@@ -13,6 +13,7 @@ import jsonschema
 import msgspec
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
+from protocol.model import dec_hook
 from server import accounts, membership
 from server.config import Rate
 from server.rest import BOARD_ROUTES, ROUTES
@@ -211,7 +212,7 @@ def _decodes(kind: type[Any], body: Any) -> bool:
     """What the handler takes: the body decodes, and meets the rules across its fields (which
     the handlers check; tests below check that they do, against the real server)."""
     try:
-        msgspec.json.decode(msgspec.json.encode(body), type=kind)
+        msgspec.json.decode(msgspec.json.encode(body), type=kind, dec_hook=dec_hook)
     except msgspec.ValidationError:
         return False
     rules: dict[str, Any] = getattr(kind, "rules", {})

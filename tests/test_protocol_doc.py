@@ -12,6 +12,7 @@ import pytest
 
 from protocol.commands import Command, Event
 from protocol.messages import ClientMessage, ServerMessage
+from protocol.model import dec_hook
 from server.http import ErrorBody
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md"
@@ -36,10 +37,10 @@ def test_example_decodes_as_its_type(example: str) -> None:
         if "error" in item and "type" not in item:  # a REST error body
             msgspec.json.decode(raw, type=ErrorBody)
         elif "op" in item and "type" not in item:
-            msgspec.json.decode(raw, type=Command)
+            msgspec.json.decode(raw, type=Command, dec_hook=dec_hook)
         elif "kind" in item:
             msgspec.json.decode(raw, type=Event)
         elif item.get("type") in _CLIENT_TYPES or (item.get("type") == "presence" and "state" in item):
-            msgspec.json.decode(raw, type=ClientMessage)
+            msgspec.json.decode(raw, type=ClientMessage, dec_hook=dec_hook)
         else:
             msgspec.json.decode(raw, type=ServerMessage)
