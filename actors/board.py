@@ -41,13 +41,13 @@ from protocol import commands as c
 from protocol.codec import JSON, Codec
 from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
 from protocol.messages import Ack, EventMsg, Joined, ServerMessage
-from protocol.model import Card, Column
+from protocol.model import Card, Column, dec_hook
 from storage import BoardRepo, StaleBoard, StoredEvent
 
 log = structlog.get_logger(__name__)
 
 _EVENT_JSON = msgspec.json.Encoder()
-_EVENT_DECODER: msgspec.json.Decoder[c.Event] = msgspec.json.Decoder(c.Event)
+_EVENT_DECODER: msgspec.json.Decoder[c.Event] = msgspec.json.Decoder(c.Event, dec_hook=dec_hook)
 _FINGERPRINT = msgspec.msgpack.Encoder()
 
 

@@ -507,7 +507,7 @@ async def test_cross_field_rules_in_the_schema_are_the_servers(http, server):
 
 def _decodes_alone(kind: Any, body: Any) -> bool:
     try:
-        msgspec.json.decode(msgspec.json.encode(body), type=kind)
+        msgspec.json.decode(msgspec.json.encode(body), type=kind, dec_hook=dec_hook)
     except msgspec.ValidationError:
         return False
     return True
