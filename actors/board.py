@@ -300,12 +300,12 @@ class BoardActor(Actor):
             ]
             try:
                 await self._repo.persist(batch)
-            except FencedOut as exc:
+            except FencedOut:
                 # Definitive: nothing was written, and nothing this activation holds may be
                 # committed or acknowledged any more.
                 self._metrics.commit_failures.inc()
                 self._log.warning("commit_fenced_out", epoch=self._epoch, commands=len(pending))
-                self._fence_out(pending, exc)
+                self._fence_out(pending)
                 return False
             except Exception as exc:
                 self._metrics.commit_failures.inc()
@@ -351,7 +351,7 @@ class BoardActor(Actor):
         self._broadcast(events)
         return True
 
-    def _fence_out(self, pending: list[_Pending], exc: FencedOut) -> None:
+    def _fence_out(self, pending: list[_Pending]) -> None:
         """Another activation took the board: fail the batch and everything waiting with
         `unavailable`, and stop (the viewers are told `board_unavailable` and join again,
         which reaches the board's current activation)."""
