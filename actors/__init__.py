@@ -1,6 +1,7 @@
 """Live board state: the actor runtime, board actors and the process's board registry."""
 
 from actors.board import BoardActor, make_board_factory
+from actors.lease import NODE_ID, BoardLeases, Holder, Lease, board_key
 from actors.messages import (
     AccessChanged,
     BoardSettings,
@@ -19,9 +20,11 @@ from actors.registry import BoardRegistry
 from actors.runtime import ActorStopped
 
 __all__ = [
+    "NODE_ID",
     "AccessChanged",
     "ActorStopped",
     "BoardActor",
+    "BoardLeases",
     "BoardRegistry",
     "BoardSettings",
     "CommandResult",
@@ -29,10 +32,13 @@ __all__ = [
     "Execute",
     "GetSnapshot",
     "GetSnapshotJson",
+    "Holder",
+    "Lease",
     "Metrics",
     "SetPresenceState",
     "Subscribe",
     "Subscriber",
     "Unsubscribe",
+    "board_key",
     "make_board_factory",
 ]

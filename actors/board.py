@@ -42,7 +42,7 @@ from protocol.codec import JSON, Codec
 from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
 from protocol.messages import Ack, EventMsg, Joined, ServerMessage
 from protocol.model import Card, Column, dec_hook
-from storage import BoardRepo, StaleBoard, StoredEvent
+from storage import BoardRepo, FencedOut, StaleBoard, StoredEvent
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +53,12 @@ _FINGERPRINT = msgspec.msgpack.Encoder()
 
 def _no_answer() -> BoardcastError:
     return BoardcastError(ErrorCode.UNAVAILABLE, "the board could not answer; retry")
+
+
+def _fenced_out() -> BoardcastError:
+    return BoardcastError(
+        ErrorCode.UNAVAILABLE, "the board moved to another activation; nothing was applied; retry"
+    )
 
 
 def fingerprint(cmd: c.Command) -> int:
@@ -119,10 +125,24 @@ class BoardActor(Actor):
         # REST read until the next change gets the same bytes.
         self._snapshot_seq = -1
         self._snapshots: dict[Codec, bytes] = {}
+        self._epoch = 0  # taken on activation; fences every commit (see BoardRepo.claim_epoch)
+        self._fenced = False
 
     # ------------------------------------------------------------------ lifecycle
 
     async def on_start(self) -> None:
+        # A new epoch per activation, before the load: an older activation of this board (in
+        # another process on the same database) can no longer commit.
+        epoch = await self._repo.claim_epoch(self.board_id)
+        if epoch is None:
+            raise not_found("board", self.board_id)
+        self._epoch = epoch
+        await self._load()
+
+    async def _load(self) -> None:
+        """Read the board from Postgres, keeping this activation's epoch: a reload after a
+        failure is the same activation, and one that was replaced finds out at its next
+        commit (FencedOut)."""
         loaded = await self._repo.load_board(self.board_id, self._settings.remembered_requests)
         if loaded is None:
             raise not_found("board", self.board_id)
@@ -130,7 +150,7 @@ class BoardActor(Actor):
         self._snapshot_seq, self._snapshots = -1, {}  # a reload may bring back a seq with other content
         self._recent.clear()
         self._requests = OrderedDict(((a, r), (s, f)) for a, r, s, f in loaded.recent_requests)
-        self._log.info("board_activated", seq=loaded.seq)
+        self._log.info("board_activated", seq=loaded.seq, epoch=self._epoch)
 
     async def on_restart(self) -> None:
         self._metrics.actor_restarts.inc()
@@ -139,7 +159,7 @@ class BoardActor(Actor):
             self._presence_timer.cancel()
             self._presence_timer = None
             self._schedule_presence()
-        await self.on_start()
+        await self._load()
         # Whatever the crashed batch held is lost (the runtime failed it): an AccessChanged, or
         # the Unsubscribe of a connection that left or closed. The viewers' grants are read
         # again with the board, and a connection that no longer wants the board drops out.
@@ -162,6 +182,10 @@ class BoardActor(Actor):
         pending: list[_Pending] = []
         i = 0
         while i < len(batch):
+            if self._fenced:  # see _fence_out: nothing more is applied here
+                for env in batch[i:]:
+                    env.fail(_fenced_out())
+                return
             env = batch[i]
             msg = env.msg
             if isinstance(msg, Execute):
@@ -266,7 +290,7 @@ class BoardActor(Actor):
         events = [p.event for p in pending if p.event is not None]
         if events:
             t0 = time.perf_counter()
-            batch = self._board.take_batch(events[0].seq - 1)
+            batch = self._board.take_batch(events[0].seq - 1, self._epoch)
             batch.events = [
                 StoredEvent(
                     seq=e.seq,
@@ -282,6 +306,13 @@ class BoardActor(Actor):
             ]
             try:
                 await self._repo.persist(batch)
+            except FencedOut:
+                # Definitive: nothing was written, and nothing this activation holds may be
+                # committed or acknowledged any more.
+                self._metrics.commit_failures.inc()
+                self._log.warning("commit_fenced_out", epoch=self._epoch, commands=len(pending))
+                self._fence_out(pending)
+                return False
             except Exception as exc:
                 self._metrics.commit_failures.inc()
                 self._log.error("commit_failed", error=repr(exc), commands=len(pending))
@@ -325,6 +356,18 @@ class BoardActor(Actor):
         self._recent.extend(events)
         self._broadcast(events)
         return True
+
+    def _fence_out(self, pending: list[_Pending]) -> None:
+        """Another activation took the board: fail the batch and everything waiting with
+        `unavailable`, and stop (the viewers are told `board_unavailable` and join again,
+        which reaches the board's current activation)."""
+        self._fenced = True
+        err = _fenced_out()
+        for p in pending:
+            self._metrics.commands.labels(op=p.msg.cmd.__struct_config__.tag, outcome=err.code).inc()
+            p.env.fail(err)
+        self._stop_requested = True
+        self._fail_all(err)  # stops accepting: later senders are answered ActorStopped
 
     def _fail_batch(self, pending: list[_Pending], exc: BaseException) -> None:
         if _is_data_error(exc):

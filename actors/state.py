@@ -97,14 +97,16 @@ class BoardState:
                 return c.CardDeleted(card_id=card.id)
         raise BoardcastError(ErrorCode.UNKNOWN_TYPE, f"unknown command {type(cmd).__name__}")
 
-    def take_batch(self, base_seq: int) -> Batch:
-        """Final state of every row changed since the last call, as one Batch."""
+    def take_batch(self, base_seq: int, epoch: int) -> Batch:
+        """Final state of every row changed since the last call, as one Batch, fenced by the
+        activation's ``epoch``."""
         batch = Batch(
             board_id=self.id,
             base_seq=base_seq,
             new_seq=self.seq,
             title=self.title,
             description=self.description,
+            epoch=epoch,
         )
         for col_id in self._dirty_columns:
             col = self.columns.get(col_id)

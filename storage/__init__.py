@@ -4,11 +4,12 @@ from storage.db import create_pool
 from storage.identity import IdentityRepo
 from storage.members import MemberRepo
 from storage.migrate import MigrationError, migrate
-from storage.repo import Batch, BoardRepo, LoadedBoard, StaleBoard, StoredEvent
+from storage.repo import Batch, BoardRepo, FencedOut, LoadedBoard, StaleBoard, StoredEvent
 
 __all__ = [
     "Batch",
     "BoardRepo",
+    "FencedOut",
     "IdentityRepo",
     "LoadedBoard",
     "MemberRepo",

@@ -30,6 +30,7 @@ class LoadedBoard:
     description: str
     owner_id: uuid.UUID
     seq: int
+    epoch: int  # of the latest activation (see BoardRepo.claim_epoch)
     columns: list[Column]
     cards: list[Card]
     # (author, request id, seq, fingerprint of the command; None for events logged before 0004)
@@ -45,6 +46,9 @@ class Batch:
     new_seq: int
     title: str
     description: str
+    # The epoch of the activation that built the batch (BoardRepo.claim_epoch): the commit is
+    # refused with FencedOut once another activation has taken a newer one.
+    epoch: int
     columns: list[Column] = field(default_factory=list)
     deleted_columns: list[uuid.UUID] = field(default_factory=list)
     cards: list[Card] = field(default_factory=list)
@@ -56,10 +60,16 @@ class Batch:
 
 
 _STALE_SQLSTATE = "BC001"  # raised by boardcast_persist_batch when the seq fence fails
+_FENCED_SQLSTATE = "BC002"  # raised by boardcast_persist_batch when the epoch fence fails
 
 
 class StaleBoard(Exception):
     """The board's seq in Postgres is not the one this actor built on: someone else wrote."""
+
+
+class FencedOut(Exception):
+    """Another activation of the board took a newer epoch: this one may never commit again.
+    Nothing of the refused batch was written; its owner must stop, not reload and retry."""
 
 
 class BoardRepo:
@@ -107,10 +117,21 @@ class BoardRepo:
         )
         return [BoardInfo(**dict(r)) for r in rows]
 
+    async def claim_epoch(self, board_id: uuid.UUID) -> int | None:
+        """Take a new epoch for the board (None if there is no such board): called by each
+        activation before it loads the board, so that every earlier activation, in this
+        process or another, is fenced out of committing. A statement of its own, in autocommit:
+        a commit of the older activation either landed before it (and the load that follows
+        sees it) or waits on the row lock and then finds the epoch changed."""
+        epoch = await self._pool.fetchval(
+            "UPDATE boards SET epoch = epoch + 1 WHERE id = $1 RETURNING epoch", board_id
+        )
+        return None if epoch is None else int(epoch)
+
     async def load_board(self, board_id: uuid.UUID, recent: int) -> LoadedBoard | None:
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             b = await conn.fetchrow(
-                "SELECT id, title, description, owner_id, seq FROM boards WHERE id = $1",
+                "SELECT id, title, description, owner_id, seq, epoch FROM boards WHERE id = $1",
                 board_id,
             )
             if b is None:
@@ -136,6 +157,7 @@ class BoardRepo:
             description=b["description"],
             owner_id=b["owner_id"],
             seq=b["seq"],
+            epoch=b["epoch"],
             columns=[Column(id=r["id"], title=r["title"], rank=r["rank"]) for r in cols],
             cards=[
                 Card(
@@ -171,13 +193,15 @@ class BoardRepo:
         ]
 
     async def persist(self, batch: Batch) -> None:
-        """Write one group commit atomically, fenced on the board's seq: one statement (a
-        function call, see migration 0002), so one round trip and no BEGIN/COMMIT."""
+        """Write one group commit atomically, fenced on the board's seq and epoch: one
+        statement (a function call, see migrations 0002 and 0005), so one round trip and no
+        BEGIN/COMMIT. Raises FencedOut if another activation took a newer epoch, StaleBoard
+        if the seq moved (or the board is gone)."""
         cols, cards, ev = batch.columns, batch.cards, batch.events
         try:
             await self._pool.execute(
                 """SELECT boardcast_persist_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                       $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)""",
+                       $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)""",
                 batch.board_id,
                 batch.base_seq,
                 batch.new_seq,
@@ -201,9 +225,13 @@ class BoardRepo:
                 [e.ts_ms for e in ev],
                 [e.fingerprint for e in ev],
                 batch.commit_token,
+                batch.epoch,
             )
         except asyncpg.PostgresError as e:
-            if getattr(e, "sqlstate", None) == _STALE_SQLSTATE:
+            state = getattr(e, "sqlstate", None)
+            if state == _FENCED_SQLSTATE:
+                raise FencedOut(f"board {batch.board_id}: epoch {batch.epoch} was replaced") from e
+            if state == _STALE_SQLSTATE:
                 raise StaleBoard(f"board {batch.board_id} is not at seq {batch.base_seq}") from e
             raise
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from server.app import create_app
 from server.config import Rate, Settings
+from tests.rediscluster import redis_cluster
 from tests.services import postgres_database, redis_server
 from tests.wsclient import WsClient
 
@@ -52,6 +54,15 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
             client.delete(*keys)
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_nodes(services_dir: Path) -> Iterator[list[tuple[str, int]]]:
+    """A real local three-master Redis Cluster (tests/rediscluster.py), as (host, port)s."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("no redis-server binary on PATH to start a local Redis Cluster")
+    with redis_cluster(services_dir / "redis-cluster") as nodes:
+        yield nodes
 
 
 @pytest.fixture

@@ -225,6 +225,7 @@ def loaded(columns: int = 2, cards_per_column: int = 2) -> LoadedBoard:
         description="",
         owner_id=uuid.uuid4(),
         seq=7,
+        epoch=1,
         columns=cols,
         cards=cards,
         recent_requests=[],
@@ -256,7 +257,7 @@ def test_loading_orders_columns_and_cards_by_rank():
 
 def test_every_command_gives_its_event():
     state = BoardState(loaded())
-    state.take_batch(7)
+    state.take_batch(7, 0)
     col0, col1 = state.snapshot().columns
     c00, c01, c10, _ = state.snapshot().cards
 
@@ -312,7 +313,7 @@ def test_every_command_gives_its_event():
 
     # apply never assigns seq: the actor does, once the command is accepted
     assert state.seq == 7
-    batch = state.take_batch(7)
+    batch = state.take_batch(7, 0)
     assert set(batch.deleted_columns) == {col1.id}
     assert set(batch.deleted_cards) == {new_card, *cards_in_col1}
     assert {col.id for col in batch.columns} == {first.id}
@@ -332,14 +333,14 @@ def test_a_rebalance_travels_in_the_event_and_the_batch():
     lb = loaded(columns=2, cards_per_column=0)
     lb.columns[0].rank, lb.columns[1].rank = 10, 11  # touching: no room between them
     state = BoardState(lb)
-    state.take_batch(7)
+    state.take_batch(7, 0)
     first, second = state.snapshot().columns
     ev = state.apply(c.CreateColumn(title="Between", after=first.id))
     assert isinstance(ev, c.ColumnCreated)
     assert {rc.id for rc in ev.rebalanced} == {first.id, second.id}
     assert all(state.columns[rc.id].rank == rc.rank for rc in ev.rebalanced)
     assert [col.title for col in state.snapshot().columns] == ["col0", "Between", "col1"]
-    assert {col.id for col in state.take_batch(7).columns} == {first.id, second.id, ev.column.id}
+    assert {col.id for col in state.take_batch(7, 0).columns} == {first.id, second.id, ev.column.id}
 
 
 def _bad_commands(state: BoardState) -> list[tuple[c.Command, ErrorCode]]:
@@ -375,14 +376,14 @@ def _bad_commands(state: BoardState) -> list[tuple[c.Command, ErrorCode]]:
 @pytest.mark.parametrize("index", range(21))
 def test_a_refused_command_changes_nothing(index):
     state = BoardState(loaded())
-    state.take_batch(7)
+    state.take_batch(7, 0)
     cmd, code = _bad_commands(state)[index]
     before = frozen(state)
     with pytest.raises(BoardcastError) as exc:
         state.apply(cmd)
     assert exc.value.code == code, exc.value.message
     assert frozen(state) == before
-    batch = state.take_batch(7)
+    batch = state.take_batch(7, 0)
     assert (batch.columns, batch.cards, batch.deleted_columns, batch.deleted_cards) == ([], [], [], [])
 
 

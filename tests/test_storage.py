@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from protocol.model import Card, Column
-from storage import Batch, BoardRepo, MemberRepo, StaleBoard, StoredEvent, migrate
+from storage import Batch, BoardRepo, FencedOut, MemberRepo, StaleBoard, StoredEvent, migrate
 from storage.migrate import _LOCK_KEY, available
 from tests.services import postgres_database
 
@@ -176,6 +176,7 @@ async def seeded(r: BoardRepo) -> tuple[uuid.UUID, Column, Card]:
             new_seq=2,
             title="Storage",
             description="",
+            epoch=0,
             columns=[col],
             cards=[card],
             events=[event(1, "column.created", "r1"), event(2, "card.created")],
@@ -210,6 +211,7 @@ async def test_a_batch_whose_event_clashes_on_board_and_seq_leaves_no_partial_ro
         new_seq=4,
         title="Renamed",
         description="changed",
+        epoch=0,
         columns=[new_col, Column(id=col.id, title="Todo!", rank=50)],
         cards=[Card(id=card.id, column_id=new_col.id, title="moved", description="d", rank=5)],
         deleted_cards=[],
@@ -228,6 +230,7 @@ async def test_a_batch_whose_event_clashes_on_board_and_seq_leaves_no_partial_ro
         new_seq=3,
         title="Storage",
         description="",
+        epoch=0,
         deleted_cards=[card.id],
         deleted_columns=[col.id],
         events=[event(1, "column.deleted")],
@@ -248,6 +251,7 @@ async def test_a_batch_built_on_a_stale_seq_is_refused_and_writes_nothing(repo):
             new_seq=base + 1,
             title="Stale",
             description="stale",
+            epoch=0,
             columns=[Column(id=uuid.uuid4(), title="ghost", rank=1)],
             cards=[Card(id=card.id, column_id=col.id, title="ghost", description="", rank=1)],
             deleted_columns=[col.id],
@@ -265,6 +269,7 @@ async def test_a_batch_built_on_a_stale_seq_is_refused_and_writes_nothing(repo):
             new_seq=3,
             title="Fresh",
             description="",
+            epoch=0,
             deleted_cards=[card.id],
             events=[event(3, "card.deleted")],
         )
@@ -274,10 +279,46 @@ async def test_a_batch_built_on_a_stale_seq_is_refused_and_writes_nothing(repo):
     assert after["cards"] == [] and [e[0] for e in after["events"]] == [1, 2, 3]
 
 
+async def test_a_batch_of_a_replaced_epoch_is_fenced_out_and_writes_nothing(repo):
+    r, pool = repo
+    board_id, col, _ = await seeded(r)
+    assert (await r.load_board(board_id, recent=10)).epoch == 0  # type: ignore[union-attr]
+    first = await r.claim_epoch(board_id)
+    second = await r.claim_epoch(board_id)
+    assert (first, second) == (1, 2)
+    assert (await r.load_board(board_id, recent=10)).epoch == 2  # type: ignore[union-attr]
+    assert await r.claim_epoch(uuid.uuid4()) is None
+    before = await board_rows(pool, board_id)
+
+    def batch(epoch: int, base_seq: int = 2) -> Batch:
+        return Batch(
+            board_id=board_id,
+            base_seq=base_seq,
+            new_seq=base_seq + 1,
+            title="Fenced",
+            description="",
+            epoch=epoch,
+            columns=[Column(id=col.id, title="moved", rank=1)],
+            events=[event(base_seq + 1, "column.renamed")],
+        )
+
+    # The right seq, a replaced epoch (and the wrong seq too): fenced, not stale, nothing written.
+    for old, base in ((first, 2), (0, 2), (first, 1)):
+        with pytest.raises(FencedOut):
+            await r.persist(batch(old, base))
+        assert await board_rows(pool, board_id) == before
+    with pytest.raises(StaleBoard):  # the current epoch on a moved seq is still "stale"
+        await r.persist(batch(second, 1))
+    await r.persist(batch(second))
+    assert (await board_rows(pool, board_id))["board"]["seq"] == 3
+
+
 async def test_a_commit_is_recognised_by_its_token_not_by_the_seq_it_reached(repo):
     r, _ = repo
     board_id, _, _ = await seeded(r)
-    ours = Batch(board_id=board_id, base_seq=2, new_seq=3, title="Storage", description="", events=[event(3)])
+    ours = Batch(
+        board_id=board_id, base_seq=2, new_seq=3, title="Storage", description="", epoch=0, events=[event(3)]
+    )
     await r.persist(ours)
     assert await r.commit_landed(board_id, 3, ours.commit_token)
     # Another writer's batch at the same seq (what a second process would have committed).
