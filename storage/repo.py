@@ -194,7 +194,7 @@ class BoardRepo:
 
     async def persist(self, batch: Batch) -> None:
         """Write one group commit atomically, fenced on the board's seq and epoch: one
-        statement (a function call, see migrations 0002 and 0005), so one round trip and no
+        statement (a function call, see migrations 0002 and 0004), so one round trip and no
         BEGIN/COMMIT. Raises FencedOut if another activation took a newer epoch, StaleBoard
         if the seq moved (or the board is gone)."""
         cols, cards, ev = batch.columns, batch.cards, batch.events

@@ -22,7 +22,14 @@ DROP FUNCTION boardcast_persist_batch(
 );
 
 -- One group commit in one round trip: a single function call is one statement, so it is
--- atomic without BEGIN/COMMIT, and the board's seq fences it (a stale writer changes nothing).
+-- atomic without BEGIN/COMMIT, fenced by the board's seq and epoch.
+--
+-- Single activation across processes: whoever activates a board takes a new epoch
+-- (`UPDATE boards SET epoch = epoch + 1`, see BoardRepo.claim_epoch), and every group commit
+-- is fenced by the epoch as well as by the seq. An activation that another one replaced (a
+-- paused process, a node cut from its lease, a second server on the same database) can then
+-- never commit: its batch is refused with SQLSTATE BC002 (fenced), told apart from BC001 (the
+-- seq moved under the same epoch) so that the actor stops instead of reloading.
 CREATE FUNCTION boardcast_persist_batch(
     p_board uuid, p_base_seq bigint, p_new_seq bigint, p_title text, p_description text,
     p_deleted_cards uuid[], p_deleted_columns uuid[],
@@ -30,12 +37,21 @@ CREATE FUNCTION boardcast_persist_batch(
     p_card_ids uuid[], p_card_columns uuid[], p_card_titles text[], p_card_descriptions text[],
     p_card_ranks bigint[],
     p_ev_seqs bigint[], p_ev_kinds text[], p_ev_bodies text[], p_ev_authors uuid[], p_ev_rids text[],
-    p_ev_ts_ms bigint[], p_ev_fingerprints bigint[], p_commit_token uuid
+    p_ev_ts_ms bigint[], p_ev_fingerprints bigint[], p_commit_token uuid, p_epoch bigint
 ) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_epoch bigint;
 BEGIN
     UPDATE boards SET seq = p_new_seq, title = p_title, description = p_description, updated_at = now()
-    WHERE id = p_board AND seq = p_base_seq;
+    WHERE id = p_board AND seq = p_base_seq AND epoch = p_epoch;
     IF NOT FOUND THEN
+        -- Which fence failed: the epoch first, since a replaced writer's seq is meaningless.
+        -- A missing row (the board was deleted) is reported as stale, as before.
+        SELECT epoch INTO v_epoch FROM boards WHERE id = p_board;
+        IF FOUND AND v_epoch <> p_epoch THEN
+            RAISE EXCEPTION 'board % is at epoch %, not %', p_board, v_epoch, p_epoch
+                USING ERRCODE = 'BC002';
+        END IF;
         RAISE EXCEPTION 'board % is not at seq %', p_board, p_base_seq USING ERRCODE = 'BC001';
     END IF;
     IF cardinality(p_deleted_cards) > 0 THEN
