@@ -117,12 +117,14 @@ async def test_joins_queued_behind_a_busy_board_share_one_access_read(http, serv
         # Every join passes its own check (outside the board) and, in the same step, is put in
         # the board's mailbox, where it waits behind the held commit.
         await asyncio.wait_for(all_checked.wait(), 10)
-        assert server.app[REGISTRY].get(uuid.UUID(bid)).mailbox_depth() == len(clients)
+        # (a presence flush of the holder's join may wait there too)
+        assert server.app[REGISTRY].get(uuid.UUID(bid)).mailbox_depth() >= len(clients)
         held.release()
         for i, c in enumerate(clients):
             answer = await _answer(c, f"j{i}")
             assert answer["type"] == "joined", answer
     finally:
+        held.release()  # also when the test failed: a held commit would hang the server's stop
         members.access_many = original  # type: ignore[method-assign]
         members.access = check  # type: ignore[method-assign]
     assert sum(reads) >= 1 and len(reads) <= 2, reads  # one read for the run (at most a straggler)
