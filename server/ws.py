@@ -1,7 +1,7 @@
 """The WebSocket endpoint: one task per connection (aiohttp's handler, which reads).
 
 The reader decodes frames and turns them into actor messages without waiting for commits
-(commands are pipelined, bounded by ``MAX_INFLIGHT``). Nothing waits to write: the actor
+(commands are pipelined, bounded by ``server.wsboard.MAX_INFLIGHT``). Nothing waits to write: the actor
 hands each connection complete frames (a whole commit's events in one frame, built once per
 encoding) and the connection writes them straight to its transport. A peer that does not
 read lets the transport's buffer grow; past ``outbound_buffer_bytes`` it is closed as a slow
@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import functools
 import itertools
 import os
 import time
@@ -25,54 +24,35 @@ import structlog
 from aiohttp import WebSocketError, WSMsgType, web
 
 from actors import (
-    ActorStopped,
     BoardRegistry,
-    Execute,
     Metrics,
-    SetPresenceState,
-    Subscribe,
-    Unsubscribe,
 )
 from protocol.codec import CODECS, SUBPROTOCOLS, Codec
-from protocol.commands import BoardDeleted as BoardDeletedEvent
 from protocol.commands import Command
 from protocol.errors import BoardcastError, CloseCode, ErrorCode
 from protocol.messages import (
     Access,
-    ClientMessage,
-    Cmd,
     ErrorMsg,
-    EventMsg,
-    Join,
-    Leave,
     Left,
-    Ping,
-    Pong,
     ServerMessage,
-    SetPresence,
     Welcome,
 )
 from server.access import (
-    Action,
-    BoardDeleted,
     Grant,
     User,
     action_for,
-    authorize,
     forbidden,
     role_allows,
 )
 from server.config import Settings
 from server.live import LiveConnections
 from server.ratelimit import LocalBucket
+from server.wsboard import BoardRequests
 from server.wsguard import StrictWebSocketResponse
 from storage import MemberRepo
-from storage.members import DeletedBoard
 
 log = structlog.get_logger(__name__)
 
-MAX_BOARDS_PER_CONNECTION = 64
-MAX_INFLIGHT = 256  # commands sent to actors and not yet answered, per connection
 _conn_counter = itertools.count(1)
 _NODE = os.urandom(3).hex()
 
@@ -83,27 +63,22 @@ class ConnState(enum.Enum):
     CLOSED = "closed"
 
 
-class Connection:
+class Connection(BoardRequests):
     """One client socket; also the actor's :class:`Subscriber` for each joined board."""
 
     # Slots: thousands of idle connections per process, each should cost as little as possible.
     __slots__ = (
         "__weakref__",
-        "_boards",
         "_close_code",
         "_close_reason",
         "_closer",
-        "_command_bucket",
         "_expiry",
         "_frames_out",
-        "_inflight",
-        "_inflight_free",
         "_last_seen",
         "_live",
         "_members",
         "_metrics",
         "_ping_task",
-        "_presence_bucket",
         "_registry",
         "_settings",
         "_transport",
@@ -128,6 +103,7 @@ class Connection:
         settings: Settings,
         live: LiveConnections,
     ) -> None:
+        super().__init__(LocalBucket(settings.rate_ws_commands), LocalBucket(settings.rate_presence))
         self.conn_id = f"{_NODE}-{next(_conn_counter)}"
         self.user_id = user.id
         self.user_name = user.name
@@ -143,12 +119,7 @@ class Connection:
         self._members = members
         self._metrics = metrics
         self._settings = settings
-        self._boards: dict[uuid.UUID, Grant] = {}  # joined board -> what this user may do there
-        self._inflight = 0
-        self._inflight_free: asyncio.Event | None = None  # made only when a client hits the bound
         self._last_seen = time.monotonic()
-        self._command_bucket = LocalBucket(settings.rate_ws_commands)
-        self._presence_bucket = LocalBucket(settings.rate_presence)
         self._expiry: asyncio.TimerHandle | None = None
         self._close_code: int = 1000
         self._close_reason = ""
@@ -374,143 +345,6 @@ class Connection:
             if self.state is not ConnState.OPEN:
                 break
 
-    # ------------------------------------------------------------------ dispatch
-
-    async def _dispatch(self, msg: ClientMessage) -> None:
-        try:
-            match msg:
-                case Cmd():
-                    self._take_request()
-                    await self._command(msg)
-                case SetPresence():
-                    self._presence(msg)
-                case Join():
-                    self._take_request()
-                    await self._join(msg)
-                case Leave():
-                    self._take_request()
-                    await self._leave(msg)
-                case Ping():
-                    self.send(Pong(rid=msg.rid))
-        except BoardcastError as e:
-            self._send_error(e, getattr(msg, "rid", None), getattr(msg, "board_id", None))
-
-    def _take_request(self) -> None:
-        """Count a command, join or leave against the connection's limit, before anything
-        else is looked at: refused and failing requests cost the server work too (a join costs
-        an access check and a snapshot)."""
-        wait = self._command_bucket.take(time.monotonic())
-        if wait:
-            raise _limited("ws_commands", wait)
-
-    async def _command(self, msg: Cmd) -> None:
-        # Only whether the board is joined is looked at here. The role is decided by the board
-        # when it applies the command (Connection.refusal), after any change ahead of it and
-        # after its duplicate check, so a retry of a command applied before a demotion is
-        # acknowledged as a duplicate, not refused.
-        if msg.board_id not in self._boards:
-            raise BoardcastError(ErrorCode.NOT_JOINED, "join the board before sending commands")
-        while self._inflight >= MAX_INFLIGHT:
-            # Back-pressure: stop reading this socket until the board answers some commands.
-            if self._inflight_free is None:
-                self._inflight_free = asyncio.Event()
-            self._inflight_free.clear()
-            await self._inflight_free.wait()
-        fut = self._registry.submit(
-            msg.board_id,
-            Execute(author=self.user_id, rid=msg.rid, cmd=msg.op, origin=self, received=time.perf_counter()),
-        )
-        self._inflight += 1
-        fut.add_done_callback(functools.partial(self._command_done, msg.rid, msg.board_id))
-
-    def _command_done(self, rid: str, board_id: uuid.UUID, fut: asyncio.Future[Any]) -> None:
-        # The ack was already pushed by the actor, ahead of the event; failures arrive here.
-        self._inflight -= 1
-        if self._inflight_free is not None:
-            self._inflight_free.set()
-        exc = None if fut.cancelled() else fut.exception()
-        if exc is None:
-            return
-        if not isinstance(exc, BoardcastError):
-            self._log.error("command_failed", error=repr(exc))
-            exc = BoardcastError(ErrorCode.INTERNAL, "internal error")
-        self._send_error(exc, rid, board_id)
-
-    def _presence(self, msg: SetPresence) -> None:
-        if msg.board_id not in self._boards:
-            raise BoardcastError(ErrorCode.NOT_JOINED, "join the board before setting presence")
-        wait = self._presence_bucket.take(time.monotonic())
-        if wait:
-            raise _limited("presence", wait)
-        self._registry.tell(msg.board_id, SetPresenceState(conn_id=self.conn_id, state=msg.state))
-
-    async def _join(self, msg: Join) -> None:
-        if msg.board_id not in self._boards and len(self._boards) >= MAX_BOARDS_PER_CONNECTION:
-            raise BoardcastError(
-                ErrorCode.TOO_LARGE, f"a connection may join at most {MAX_BOARDS_PER_CONNECTION} boards"
-            )
-        board_id = msg.board_id
-        try:
-            # Decided here first, so that no actor is started for a board the caller cannot
-            # see, and again by the actor as it subscribes (see actors.Subscribe): a removal
-            # that commits between this answer and the subscription would otherwise leave a
-            # stale grant.
-            self._boards[board_id] = await authorize(self._members, self._user, board_id, Action.READ)
-        except BoardDeleted as e:
-            self._told_deleted(msg, e.tomb)
-            return
-        try:
-            # The actor pushes the `joined` frame itself, ahead of any later event.
-            await self._registry.ask(
-                board_id,
-                Subscribe(sub=self, rid=msg.rid, since_seq=msg.since_seq),
-                self._settings.ask_timeout_s,
-            )
-        except BoardcastError as e:
-            # Not joined, whatever the actor did: a Subscribe still queued (a timeout) or an
-            # earlier subscription of this connection (a failed re-join) is undone in order.
-            self._leave_quietly(board_id)
-            if e.code is ErrorCode.NOT_FOUND:  # deleted while the join was on its way?
-                tomb = await self._members.deleted(board_id, self.user_id)
-                if tomb is not None:
-                    self._told_deleted(msg, tomb)
-                    return
-            raise
-
-    def _told_deleted(self, msg: Join, tomb: DeletedBoard) -> None:
-        """A former member joins a deleted board: a resume gets the `board.deleted` event it
-        missed, and every such join the `left` a viewer gets when its board is deleted."""
-        self._boards.pop(msg.board_id, None)
-        if msg.since_seq is not None and msg.since_seq < tomb.seq:
-            self.send(
-                EventMsg(
-                    board_id=msg.board_id,
-                    seq=tomb.seq,
-                    author=tomb.deleted_by,
-                    ts_ms=tomb.ts_ms,
-                    event=BoardDeletedEvent(),
-                )
-            )
-        self.send(Left(board_id=msg.board_id, reason="board_deleted", rid=msg.rid))
-
-    async def _leave(self, msg: Leave) -> None:
-        if self._boards.pop(msg.board_id, None) is None:
-            raise BoardcastError(ErrorCode.NOT_JOINED, "not joined to this board")
-        try:
-            await self._registry.ask(
-                msg.board_id, Unsubscribe(conn_id=self.conn_id), self._settings.ask_timeout_s
-            )
-        except ActorStopped:
-            pass
-        self.send(Left(board_id=msg.board_id, reason="left", rid=msg.rid))
-
-    def _leave_quietly(self, board_id: uuid.UUID) -> None:
-        self._boards.pop(board_id, None)
-        try:
-            self._registry.tell(board_id, Unsubscribe(conn_id=self.conn_id))
-        except ActorStopped:
-            pass
-
     def _send_error(self, e: BoardcastError, rid: str | None, board_id: uuid.UUID | None = None) -> None:
         self.send(ErrorMsg(code=e.code, message=e.message, rid=rid, board_id=board_id, details=e.details))
 
@@ -520,14 +354,6 @@ _PROTOCOL_ERRORS: dict[int, str] = {
     CloseCode.INVALID_TEXT: "invalid_text",
     CloseCode.MESSAGE_TOO_BIG: "too_big",
 }
-
-
-def _limited(tier: str, wait: float) -> BoardcastError:
-    return BoardcastError(
-        ErrorCode.RATE_LIMITED,
-        f"too many {tier.replace('_', ' ')}; retry shortly",
-        {"tier": tier, "retry_after_s": round(wait, 3)},
-    )
 
 
 async def negotiate(request: web.Request, settings: Settings) -> tuple[web.WebSocketResponse, Codec | None]:
