@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from protocol.model import UUID_PATTERN
 from server.guard import Tier
 from server.http import Body, ErrorBody, Route
 from server.openapi_ops import OPERATIONS, Answer, Operation
@@ -50,6 +51,8 @@ _RATE_HEADERS = {
     "RateLimit-Remaining": "requests left in the current period",
     "RateLimit-Reset": "whole seconds until the full count is available again",
 }
+# Ids in paths and queries follow the same rule as in bodies: the canonical form only.
+_UUID_SCHEMA: dict[str, Any] = {"type": "string", "format": "uuid", "pattern": UUID_PATTERN}
 _HEADERS: dict[str, dict[str, Any]] = {
     **{
         name: {
@@ -196,7 +199,7 @@ def _int_formats(node: Any) -> None:
 
 def _path_parameters(path: str) -> list[dict[str, Any]]:
     return [
-        {"name": p, "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+        {"name": p, "in": "path", "required": True, "schema": _UUID_SCHEMA}
         for p in _PARAM.findall(path)
     ]
 
@@ -204,7 +207,7 @@ def _path_parameters(path: str) -> list[dict[str, Any]]:
 def _rest_operation(r: Route, ref: dict[type[Any], dict[str, Any]]) -> dict[str, Any]:
     params = _path_parameters(r.path)
     params += [
-        {"name": q, "in": "query", "required": False, "schema": {"type": "string", "format": "uuid"}}
+        {"name": q, "in": "query", "required": False, "schema": _UUID_SCHEMA}
         for q in r.query
     ]
     if r.idempotency_key:

@@ -581,3 +581,26 @@ async def test_a_wrong_method_says_which_are_allowed(http, server):
         assert resp.status == 405
         assert "GET" in resp.headers["Allow"]
         assert (await resp.json())["error"]["code"] == "bad_request"
+
+
+async def test_ids_in_paths_and_queries_are_canonical_uuids_as_the_server_reads_them(http, server):
+    spec = await fetch_spec(http, server)
+    params = [
+        p
+        for item in spec["paths"].values()
+        for op in item.values()
+        for p in op.get("parameters", [])
+        if p["in"] in ("path", "query") and p["name"].endswith("_id")
+    ]
+    assert params
+    good, upper = str(uuid.uuid4()), str(uuid.uuid4()).upper()
+    for p in params:
+        assert p["schema"]["format"] == "uuid", p
+        jsonschema.validate(good, p["schema"])
+        assert not jsonschema.Draft202012Validator(p["schema"]).is_valid(upper), p
+    # and the server agrees: an upper-case board id is no board at all
+    bid = (await create_board(http, server.base))["id"]
+    async with http.get(f"{server.base}/api/v1/boards/{bid.upper()}") as r:
+        assert r.status == 404
+    async with http.get(f"{server.base}/api/v1/boards/{bid}") as r:
+        assert r.status == 200
