@@ -515,7 +515,11 @@ class BoardActor(Actor):
         # The joiners' lists show presence as it is now: from the next diff they get only what
         # changes after this. Joins are announced to the others on the coalescing timer, so a
         # reconnect storm costs each viewer one diff per interval, not one per run of joins.
-        self._fresh.setdefault(self._presence.version, []).extend(sub.conn_id for _, sub, _, _ in joins)
+        # A connection that joined again is cut only where its latest list was taken.
+        joiners = list(dict.fromkeys(sub.conn_id for _, sub, _, _ in joins))
+        for conns in self._fresh.values():
+            conns[:] = [c for c in conns if c not in joiners]
+        self._fresh.setdefault(self._presence.version, []).extend(joiners)
         self._schedule_presence()
 
     def _join_failed(self, env: Envelope, msg: Subscribe, e: BoardcastError) -> None:

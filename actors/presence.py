@@ -58,8 +58,10 @@ class Presence:
         self._updated.pop(conn_id, None)
         joined_at = self._joined.pop(conn_id, None)
         earlier = self._left.get(conn_id)
-        if earlier is not None and earlier[2] is None:
-            joined_at = None  # it had left once already, as a connection everyone knew
+        if earlier is not None:
+            # It left before since the last diff (a re-join): who knew of it is decided by its
+            # first join in this window (None: everyone from before knew it).
+            joined_at = earlier[2]
         self._left[conn_id] = (user_id, self._version, joined_at)
 
     def set_state(self, conn_id: str, state: dict[str, Any]) -> None:
