@@ -244,7 +244,8 @@ class BoardActor(Actor):
                     # A retry of what was applied (while it was allowed) changes nothing and
                     # is acknowledged as before, whatever the sender's role is now.
                     original = self._recent_event(seq)
-                    entity = st.entity_after(original.event) if original and env.reply else None
+                    wanted = original is not None and env.reply is not None and msg.origin is None
+                    entity = st.entity_after(original.event) if wanted and original else None
                     pending.append(_Pending(env, msg, seq, None, None, entity))
                     return
                 reused_at = seq
@@ -280,7 +281,8 @@ class BoardActor(Actor):
             event=event,
             rid=msg.rid,
         )
-        entity = st.entity_after(event) if env.reply is not None else None
+        # Only a REST caller answers with the entity; a WebSocket sender (origin) gets an ack.
+        entity = st.entity_after(event) if env.reply is not None and msg.origin is None else None
         pending.append(_Pending(env, msg, st.seq, em, fp, entity))
 
     async def _commit(self, pending: list[_Pending]) -> bool:

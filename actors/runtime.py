@@ -62,6 +62,9 @@ class Actor:
         self._mailbox: deque[Envelope] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # The loop the actor runs on, kept: CPython 3.11's get_running_loop() makes a getpid()
+        # system call on every lookup, and submit() runs once per WebSocket command.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested = False
         self._stopped_callbacks: list[Callable[[Actor], None]] = []
         self.state = ActorState.STARTING
@@ -70,7 +73,8 @@ class Actor:
 
     def start(self) -> None:
         assert self._task is None, "actor already started"
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name=self.name)
 
     @property
     def accepting(self) -> bool:
@@ -80,7 +84,7 @@ class Actor:
         self._enqueue(Envelope(msg, None))
 
     async def ask(self, msg: Any, timeout_s: float) -> Any:
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Any] = (self._loop or asyncio.get_running_loop()).create_future()
         self._enqueue(Envelope(msg, fut))
         try:
             async with asyncio.timeout(timeout_s):
@@ -93,7 +97,7 @@ class Actor:
     def submit(self, msg: Any) -> asyncio.Future[Any]:
         """Enqueue and return the reply future without waiting: for callers that pipeline
         many messages and react to completions (a WebSocket connection)."""
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Any] = (self._loop or asyncio.get_running_loop()).create_future()
         self._enqueue(Envelope(msg, fut))
         return fut
 
