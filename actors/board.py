@@ -318,13 +318,27 @@ class BoardActor(Actor):
             except Exception as exc:
                 self._metrics.commit_failures.inc()
                 self._log.error("commit_failed", error=repr(exc), commands=len(pending))
-                await self.on_restart()  # if Postgres is gone this raises: the actor stops
-                # Judged by the commit's own token, never by the board's seq: another writer
-                # may have committed that seq, and taking its commit for ours would ack
-                # commands that were never stored.
-                if isinstance(exc, StaleBoard) or not await self._repo.commit_landed(
-                    self.board_id, events[-1].seq, batch.commit_token
-                ):
+                try:
+                    await self.on_restart()
+                    # Judged by the commit's own token, never by the board's seq: another
+                    # writer may have committed that seq, and taking its commit for ours would
+                    # ack commands that were never stored.
+                    landed = not isinstance(exc, StaleBoard) and await self._repo.commit_landed(
+                        self.board_id, events[-1].seq, batch.commit_token
+                    )
+                except Exception:
+                    # Postgres is gone before the outcome could be read: the batch may have
+                    # been stored. Its senders must not hear "nothing was applied"; the actor
+                    # stops or restarts (the runtime) and a retry with the same request id is
+                    # answered by what the log holds.
+                    unknown = BoardcastError(
+                        ErrorCode.UNAVAILABLE,
+                        "the outcome of this change is unknown; retry with the same request id",
+                    )
+                    for p in pending:
+                        p.env.fail(unknown)
+                    raise
+                if not landed:
                     if not _is_data_error(exc):
                         self._fail_batch(pending, exc)
                         return False

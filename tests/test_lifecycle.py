@@ -194,3 +194,37 @@ async def test_a_crash_keeps_the_commands_queued_behind_it(http, server, connect
     assert "two" in titles and "crash" not in titles
     # "before" shared the crashed batch or not: acked exactly when it is on the board
     assert (answers["before"]["type"] == "ack") == ("one" in titles)
+
+
+async def test_a_commit_whose_outcome_cannot_be_read_is_not_called_failed(http, server, connect, monkeypatch):
+    """The reply to the commit is lost and the reload fails too (Postgres gone): the sender
+    is told the outcome is unknown, never that nothing was applied; a retry with the same rid
+    is then answered by what the log holds."""
+    board = await create_board(http, server.base)
+    col = await create_column(http, server.base, board["id"])
+    persist, load = BoardRepo.persist, BoardRepo.load_board
+    broken = {"load": 0}
+
+    async def persist_then_lose_the_reply(self, batch):
+        await persist(self, batch)
+        broken["load"] = 1
+        raise ConnectionResetError("connection lost after COMMIT")
+
+    async def load_board(self, *args):
+        if broken["load"]:
+            broken["load"] -= 1
+            raise ConnectionRefusedError("PostgreSQL is down")
+        return await load(self, *args)
+
+    monkeypatch.setattr(BoardRepo, "persist", persist_then_lose_the_reply)
+    monkeypatch.setattr(BoardRepo, "load_board", load_board)
+    a = await connect()
+    await a.join(board["id"])
+    op = {"op": "card.create", "column_id": col["id"], "title": "stored after all"}
+    first = await a.cmd(board["id"], op, rid="unsure")
+    assert (first["type"], first["code"]) == ("error", "unavailable"), first
+    assert "unknown" in first["message"] and "nothing was applied" not in first["message"]
+    monkeypatch.setattr(BoardRepo, "persist", persist)
+    await a.join(board["id"])  # the board may have restarted or stopped: join it again
+    retry = await a.cmd(board["id"], op, rid="unsure")
+    assert (retry["type"], retry.get("duplicate")) == ("ack", True), retry
