@@ -51,6 +51,10 @@ _EVENT_DECODER: msgspec.json.Decoder[c.Event] = msgspec.json.Decoder(c.Event, de
 _FINGERPRINT = msgspec.msgpack.Encoder()
 
 
+def _not_saved() -> BoardcastError:
+    return BoardcastError(ErrorCode.UNAVAILABLE, "the change could not be saved; nothing was applied")
+
+
 def _no_answer() -> BoardcastError:
     return BoardcastError(ErrorCode.UNAVAILABLE, "the board could not answer; retry")
 
@@ -214,8 +218,8 @@ class BoardActor(Actor):
                     return
                 pending = []
             if isinstance(msg, Subscribe):
-                # A run of joins (a reconnect storm) shares one access read and one presence
-                # diff instead of queueing one query per join behind each other.
+                # A run of joins (a reconnect storm) shares one access read instead of queueing
+                # one query per join behind each other.
                 j = i + 1
                 while j < len(batch) and isinstance(batch[j].msg, Subscribe):
                     j += 1
@@ -235,6 +239,8 @@ class BoardActor(Actor):
             return
         fp = None
         reused_at = None  # the seq of an earlier, different command under the same rid
+        # Only a REST caller answers with the entity; a WebSocket sender (origin) gets an ack.
+        for_rest = env.reply is not None and msg.origin is None
         if msg.rid is not None:
             fp = fingerprint(msg.cmd)
             seen = self._requests.get((msg.author, msg.rid))
@@ -244,8 +250,7 @@ class BoardActor(Actor):
                     # A retry of what was applied (while it was allowed) changes nothing and
                     # is acknowledged as before, whatever the sender's role is now.
                     original = self._recent_event(seq)
-                    wanted = original is not None and env.reply is not None and msg.origin is None
-                    entity = st.entity_after(original.event) if wanted and original else None
+                    entity = st.entity_after(original.event) if for_rest and original else None
                     pending.append(_Pending(env, msg, seq, None, None, entity))
                     return
                 reused_at = seq
@@ -281,8 +286,7 @@ class BoardActor(Actor):
             event=event,
             rid=msg.rid,
         )
-        # Only a REST caller answers with the entity; a WebSocket sender (origin) gets an ack.
-        entity = st.entity_after(event) if env.reply is not None and msg.origin is None else None
+        entity = st.entity_after(event) if for_rest else None
         pending.append(_Pending(env, msg, st.seq, em, fp, entity))
 
     async def _commit(self, pending: list[_Pending]) -> bool:
@@ -331,21 +335,28 @@ class BoardActor(Actor):
                     # been stored. Its senders must not hear "nothing was applied"; the actor
                     # stops or restarts (the runtime) and a retry with the same request id is
                     # answered by what the log holds.
-                    unknown = BoardcastError(
-                        ErrorCode.UNAVAILABLE,
-                        "the outcome of this change is unknown; retry with the same request id",
+                    self._refuse(
+                        pending,
+                        BoardcastError(
+                            ErrorCode.UNAVAILABLE,
+                            "the outcome of this change is unknown; retry with the same request id",
+                        ),
                     )
-                    for p in pending:
-                        p.env.fail(unknown)
                     raise
                 if not landed:
                     if not _is_data_error(exc):
-                        self._fail_batch(pending, exc)
+                        self._refuse(pending, _not_saved())
                         return False
                     if len(pending) > 1:
                         return await self._retry_split(pending)
                     # The one command at fault: refused; the reloaded board carries on.
-                    self._fail_batch(pending, exc)
+                    self._refuse(
+                        pending,
+                        BoardcastError(
+                            ErrorCode.BAD_REQUEST,
+                            "the change was refused by the database; nothing was applied",
+                        ),
+                    )
                     return True
                 # The error came after Postgres committed (connection lost on COMMIT, a
                 # timeout): the batch is durable, so it is acknowledged and broadcast.
@@ -379,19 +390,12 @@ class BoardActor(Actor):
         which reaches the board's current activation)."""
         self._fenced = True
         err = _fenced_out()
-        for p in pending:
-            self._metrics.commands.labels(op=p.msg.cmd.__struct_config__.tag, outcome=err.code).inc()
-            p.env.fail(err)
+        self._refuse(pending, err)
         self._stop_requested = True
         self._fail_all(err)  # stops accepting: later senders are answered ActorStopped
 
-    def _fail_batch(self, pending: list[_Pending], exc: BaseException) -> None:
-        if _is_data_error(exc):
-            err = BoardcastError(
-                ErrorCode.BAD_REQUEST, "the change was refused by the database; nothing was applied"
-            )
-        else:
-            err = BoardcastError(ErrorCode.UNAVAILABLE, "the change could not be saved; nothing was applied")
+    def _refuse(self, pending: list[_Pending], err: BoardcastError) -> None:
+        """Answer these commands with ``err`` (counted by its code); none of them is acked."""
         for p in pending:
             self._metrics.commands.labels(op=p.msg.cmd.__struct_config__.tag, outcome=err.code).inc()
             p.env.fail(err)
@@ -410,7 +414,7 @@ class BoardActor(Actor):
             if again and not await self._commit(again):
                 # The database failed, not one command: what was not tried fails with it.
                 rest = [p for p in pending if p.env.reply is not None and not p.env.reply.done()]
-                self._fail_batch(rest, RuntimeError("commit failed"))
+                self._refuse(rest, _not_saved())
                 return False
         return True
 
@@ -682,8 +686,6 @@ class BoardActor(Actor):
         the last diff, and to each run of joiners since then only what changed after its
         viewer list was taken."""
         fresh, self._fresh = self._fresh, {}
-        if not self._presence.has_changes():
-            return
         joiners = {conn_id for conns in fresh.values() for conn_id in conns}
         diff = self._presence.diff()
         if diff is not None:

@@ -75,9 +75,6 @@ class Presence:
     def has_membership_changes(self) -> bool:
         return bool(self._joined or self._left)
 
-    def has_changes(self) -> bool:
-        return bool(self._joined or self._updated or self._left)
-
     def viewers(self) -> list[Viewer]:
         return [
             Viewer(user_id=u, name=self._names[u], connections=list(conns.values()))
