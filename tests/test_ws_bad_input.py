@@ -62,15 +62,6 @@ def _encoded(client: WsClient, msg: Any) -> bytes | str:
     return data if client.encoding == "msgpack" else data.decode()
 
 
-async def _send_and_get_error(client: WsClient, data: bytes | str) -> dict[str, Any]:
-    before = len(client.log)
-    await client.send_raw(data)
-    await client.wait_until(lambda log: any(m["type"] == "error" for m in log[before:]), what="an error")
-    errors = [m for m in client.log[before:] if m["type"] == "error"]
-    assert len(errors) == 1, errors
-    return errors[0]
-
-
 pytestmark = pytest.mark.parametrize("scene", ENCODINGS, indirect=True)
 
 
@@ -82,7 +73,7 @@ async def test_malformed_frames_are_bad_frame(scene):
         else ['{"type": "ping"', "not json at all", '{"type": ping}']
     )
     for data in junk:
-        err = await _send_and_get_error(scene.a, data)
+        err = await scene.a.error_after(data)
         assert err["code"] == "bad_frame", (data, err)
         assert "rid" not in err
         await scene.assert_unharmed(seq)
@@ -94,7 +85,7 @@ async def test_a_frame_of_the_other_kind(scene):
     seq = await scene.seq()
     a = scene.a
     if a.encoding == "msgpack":
-        err = await _send_and_get_error(a, '{"type":"ping","rid":"p"}')  # not msgpack
+        err = await a.error_after('{"type":"ping","rid":"p"}')  # not msgpack
         assert err["code"] == "bad_frame" and "rid" not in err, err
     else:
         await a.send_raw(msgspec.json.encode({"type": "ping", "rid": "binary-ping"}))
@@ -105,12 +96,12 @@ async def test_a_frame_of_the_other_kind(scene):
 
 async def test_unknown_message_type_and_unknown_op(scene):
     seq = await scene.seq()
-    err = await _send_and_get_error(scene.a, _encoded(scene.a, {"type": "explode", "rid": "u-1"}))
+    err = await scene.a.error_after(_encoded(scene.a, {"type": "explode", "rid": "u-1"}))
     assert err["code"] == "unknown_type" and err["rid"] == "u-1", err
     await scene.assert_unharmed(seq)
 
     msg = {"type": "cmd", "rid": "u-2", "board_id": scene.bid, "op": {"op": "card.explode"}}
-    err = await _send_and_get_error(scene.a, _encoded(scene.a, msg))
+    err = await scene.a.error_after(_encoded(scene.a, msg))
     assert err["code"] == "unknown_type" and err["rid"] == "u-2", err
     await scene.assert_unharmed(seq)
 
@@ -142,12 +133,12 @@ async def test_wrong_field_types_are_bad_request_with_the_rid(scene):
         {"type": "cmd", "rid": "t-11", "board_id": bid},
     ]
     for msg in cases:
-        err = await _send_and_get_error(scene.a, _encoded(scene.a, msg))
+        err = await scene.a.error_after(_encoded(scene.a, msg))
         assert err["code"] == "bad_request" and err["rid"] == msg["rid"], (msg, err)
         await scene.assert_unharmed(seq)
     # Without a usable rid the error still comes, naming none.
     for msg in ({"type": "ping", "rid": 5}, {"type": "ping", "rid": "x" * 65}, [1, 2, 3]):
-        err = await _send_and_get_error(scene.a, _encoded(scene.a, msg))
+        err = await scene.a.error_after(_encoded(scene.a, msg))
         assert err["code"] == "bad_request" and "rid" not in err, (msg, err)
         await scene.assert_unharmed(seq)
 
@@ -164,7 +155,7 @@ async def test_unknown_fields_are_bad_request(scene):
         },
         {"type": "join", "rid": "f-3", "board_id": scene.bid, "since": 1},
     ):
-        err = await _send_and_get_error(scene.a, _encoded(scene.a, msg))
+        err = await scene.a.error_after(_encoded(scene.a, msg))
         assert err["code"] == "bad_request" and err["rid"] == msg["rid"], (msg, err)
         assert "unknown field" in err["message"]
         await scene.assert_unharmed(seq)

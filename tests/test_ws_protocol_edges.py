@@ -32,15 +32,6 @@ def server_logs(caplog: pytest.LogCaptureFixture) -> Iterator[list[Any]]:
     assert "Traceback" not in caplog.text
 
 
-async def _errors_after(client: WsClient, data: bytes | str) -> dict[str, Any]:
-    before = len(client.log)
-    await client.send_raw(data)
-    await client.wait_until(lambda log: any(m["type"] == "error" for m in log[before:]), what="an error")
-    errors = [m for m in client.log[before:] if m["type"] == "error"]
-    assert len(errors) == 1, errors
-    return errors[0]
-
-
 # ---------------------------------------------------------------- deeply nested frames
 
 
@@ -98,7 +89,7 @@ async def test_deeply_nested_frames_are_bad_frame(http, server, connect, server_
     assert (await a.join(bid))["type"] == "joined"
     for name, data in _deep_frames(encoding, bid, depth):
         assert len(data) <= 65_536, name
-        err = await _errors_after(a, data)
+        err = await a.error_after(data)
         # The frame cannot be read, so no rid can be named.
         assert err["code"] == "bad_frame" and "rid" not in err, (name, err)
         assert "nested too deeply" in err["message"], (name, err)
@@ -107,7 +98,7 @@ async def test_deeply_nested_frames_are_bad_frame(http, server, connect, server_
     assert not a.closed.is_set()
     # A whole frame that is a deep array is refused before its nesting is read.
     whole = _deep(encoding, "list", depth)
-    err = await _errors_after(a, whole if encoding == "msgpack" else whole.decode())
+    err = await a.error_after(whole if encoding == "msgpack" else whole.decode())
     assert err["code"] == "bad_request" and "rid" not in err, err
     await a.ping()
 
@@ -184,7 +175,7 @@ async def test_a_frame_of_exactly_max_frame_bytes_is_accepted_one_more_is_1009(
 async def test_a_text_frame_on_a_msgpack_connection_is_bad_frame(http, server, connect):
     a = await connect("msgpack")
     for text in ('{"type":"ping","rid":"p"}', "\x81\xa4type\xa4ping", "7"):
-        err = await _errors_after(a, text)
+        err = await a.error_after(text)
         assert err["code"] == "bad_frame" and "rid" not in err, (text, err)
         assert "text frame" in err["message"]
     await a.ping()

@@ -163,6 +163,15 @@ class WsClient:
         )
         return {r: self.answers(r)[0] for r in rids}
 
+    async def error_after(self, data: bytes | str) -> dict[str, Any]:
+        """Send a raw frame and return the one error frame it is answered with."""
+        before = len(self.log)
+        await self.send_raw(data)
+        await self.wait_until(lambda log: any(m["type"] == "error" for m in log[before:]), what="an error")
+        errors = [m for m in self.log[before:] if m["type"] == "error"]
+        assert len(errors) == 1, errors
+        return errors[0]
+
     async def ping(self, timeout: float = 10) -> dict[str, Any]:
         """A round trip: every frame the server queued for us before the pong has arrived."""
         pong = await self.request({"type": "ping", "rid": new_rid()}, timeout)
