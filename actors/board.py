@@ -394,6 +394,16 @@ class BoardActor(Actor):
         self._stop_requested = True
         self._fail_all(err)  # stops accepting: later senders are answered ActorStopped
 
+    def lease_lost(self) -> None:
+        """The board's lease is gone (not renewed in time, or taken by another node): take
+        nothing more. A commit already on its way is judged by the epoch fence in PostgreSQL
+        (acked only if it landed under this activation's epoch); everything still waiting is
+        refused, and the actor stops, telling its viewers to join again."""
+        self._fenced = True
+        self._stop_requested = True
+        self._fail_all(_fenced_out())
+        self._wake.set()
+
     def _refuse(self, pending: list[_Pending], err: BoardcastError) -> None:
         """Answer these commands with ``err`` (counted by its code); none of them is acked."""
         for p in pending:

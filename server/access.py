@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import msgspec
 from aiohttp import web
 
 from protocol import commands
@@ -110,6 +111,35 @@ def grant_for(role: str | None, visibility: str) -> Grant | None:
     if visibility == "signed_in":
         return Grant("viewer", member=False)
     return None
+
+
+def command_refusal(grant: Grant, cmd: commands.Command) -> BoardcastError | None:
+    """Why a viewer holding ``grant`` may not apply ``cmd`` (None: it may)."""
+    action = action_for(cmd)
+    return None if role_allows(grant.role, action) else forbidden(grant.role, action)
+
+
+_GRANT_ENCODER = msgspec.msgpack.Encoder()
+_GRANT_DECODER = msgspec.msgpack.Decoder(Grant | None)
+
+
+class GrantPolicy:
+    """The rules above for viewers whose connection is on another node
+    (:class:`actors.remote.ViewerPolicy`): the board's owner decides with them, and the grant
+    travels to the connection's node."""
+
+    def keeps(self, grant: object | None) -> bool:
+        return isinstance(grant, Grant)
+
+    def refusal(self, grant: object, cmd: commands.Command) -> BoardcastError | None:
+        assert isinstance(grant, Grant)
+        return command_refusal(grant, cmd)
+
+    def encode_grant(self, grant: object | None) -> bytes:
+        return _GRANT_ENCODER.encode(grant if isinstance(grant, Grant) else None)
+
+    def decode_grant(self, data: bytes) -> object | None:
+        return _GRANT_DECODER.decode(data)
 
 
 class BoardDeleted(BoardcastError):

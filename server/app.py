@@ -37,6 +37,7 @@ from server.keys import (
     USER,
 )
 from server.live import LiveConnections
+from server.node import build_cluster, bus_redis
 from server.observability import (
     health_handler,
     health_live,
@@ -237,16 +238,27 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
         idle_passivate_s=s.passivate_s,
     )
     factory = make_board_factory(app[REPO], app[METRICS], board, functools.partial(grants, app[MEMBERS]))
-    registry = BoardRegistry(factory, app[METRICS])
+    redis = bus_redis(s)
+    cluster = build_cluster(s, redis, app[METRICS])
+    registry = BoardRegistry(factory, app[METRICS], cluster)
     app[REGISTRY] = registry
     live = app[CONNECTIONS] = LiveConnections(s.heartbeat_s, app[IDENTITY])
+    cluster.start()
     live.start()
-    yield
-    await live.stop()
-    await registry.close()
+    try:
+        yield
+    finally:
+        await live.stop()
+        await registry.close()
+        await cluster.close()
+        await redis.aclose()
 
 
-async def _close_sockets(app: web.Application) -> None:
+async def _hand_off(app: web.Application) -> None:
+    """SIGTERM: hand the boards off first (commit what is in flight, give the leases up, so
+    other nodes take them over at once), then close the sockets with 1001 (reconnect and
+    resume), whose clients then reach the boards' new owners."""
+    await app[REGISTRY].close()
     await app[CONNECTIONS].close_all()
 
 
@@ -261,7 +273,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_resources)
     app.cleanup_ctx.append(_identity)
     app.cleanup_ctx.append(_actors)
-    app.on_shutdown.append(_close_sockets)
+    app.on_shutdown.append(_hand_off)
     for r in ROUTES:
         app.router.add_route(r.method, r.path, r.handler)
     app.router.add_get("/ws", ws_handler)

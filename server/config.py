@@ -124,6 +124,12 @@ class Settings:
     # pages that may open a cookie-authenticated WebSocket besides the server's own host
     allowed_origins: tuple[str, ...] = ()
     redis_prefix: str = "bc"
+    # several nodes (README "Several nodes"): a Redis Cluster, the board lease, node heartbeats
+    redis_cluster: bool = False
+    lease_ttl_s: float = 2.0
+    lease_renew_s: float = 0.5
+    node_heartbeat_s: float = 0.5
+    node_ttl_s: float = 2.0
 
     @property
     def production(self) -> bool:
@@ -207,6 +213,11 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "BOARDCAST_TRUSTED_PROXIES": ("trusted_proxies", _networks),
     "BOARDCAST_ALLOWED_ORIGINS": ("allowed_origins", _origins),
     "BOARDCAST_REDIS_PREFIX": ("redis_prefix", str),
+    "BOARDCAST_REDIS_CLUSTER": ("redis_cluster", _on_off),
+    "BOARDCAST_LEASE_TTL_S": ("lease_ttl_s", _positive(float)),
+    "BOARDCAST_LEASE_RENEW_S": ("lease_renew_s", _positive(float)),
+    "BOARDCAST_NODE_HEARTBEAT_S": ("node_heartbeat_s", _positive(float)),
+    "BOARDCAST_NODE_TTL_S": ("node_ttl_s", _positive(float)),
 }
 
 
@@ -248,6 +259,12 @@ def load_settings(
             )
     # `migrate` signs no token and serves nobody: the identity rules of production are serve's
     _check_identity(settings, production=settings.production and command != "migrate")
+    if settings.lease_renew_s >= settings.lease_ttl_s:
+        raise ConfigError("BOARDCAST_LEASE_RENEW_S must be shorter than BOARDCAST_LEASE_TTL_S")
+    if settings.node_heartbeat_s >= settings.node_ttl_s:
+        raise ConfigError("BOARDCAST_NODE_HEARTBEAT_S must be shorter than BOARDCAST_NODE_TTL_S")
+    if "{" in settings.redis_prefix or "}" in settings.redis_prefix:
+        raise ConfigError("BOARDCAST_REDIS_PREFIX must not contain '{' or '}' (Redis Cluster hash tags)")
     if settings.idle_timeout_s <= settings.heartbeat_s:
         raise ConfigError("BOARDCAST_IDLE_TIMEOUT_S must be greater than BOARDCAST_HEARTBEAT_S")
     return settings

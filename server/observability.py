@@ -14,6 +14,7 @@ from prometheus_client.exposition import choose_encoder
 
 from server.http import json_response
 from server.keys import AUTH, CONNECTIONS, GUARD, METRICS, POOL, REDIS, REGISTRY
+from server.node import node_report
 
 log = structlog.get_logger(__name__)
 _PROBE_TIMEOUT_S = 2.0
@@ -56,7 +57,8 @@ def health_handler(version: str) -> Handler:
             report["oidc"] = oidc.health()
         report["boards_active"] = len(app[REGISTRY])
         report["connections"] = len(app[CONNECTIONS])
-        if not (postgres and redis and limiter["ok"]):
+        node = report["node"] = node_report(app[REGISTRY])
+        if not (postgres and redis and limiter["ok"]) or node.get("redis") == "down":
             report["status"] = "degraded"
         return json_response(report, 200 if postgres else 503)
 
