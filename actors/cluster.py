@@ -157,8 +157,9 @@ class Cluster:
                 saw_dead = True
             elif holder is None and not self.bus.serves:
                 servers = await self.bus.live_servers()
-                if servers:
-                    return servers[hash(board_id) % len(servers)]  # routes it on (route=True)
+                if servers:  # one of them routes it on (route=True), activating it if need be
+                    relay = self._owners[board_id] = servers[hash(board_id) % len(servers)]
+                    return relay
             if time.monotonic() > deadline:
                 raise BoardcastError(ErrorCode.UNAVAILABLE, "no node could take the board; retry")
             await asyncio.sleep(0.05)
