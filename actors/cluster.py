@@ -258,7 +258,12 @@ class Cluster:
             self.forget_owner(sent.board_id)
             if isinstance(sent.msg, Subscribe):
                 self._unproxy(sent.board_id, sent.msg.sub.conn_id)
-            self.registry.dispatch(sent.board_id, sent.msg, sent.fut, sent.routed + 1)
+            # The owner is giving the board up (or just did): try again after a moment, by
+            # when its lease is released or another node holds it.
+            delay = 0.02 * (sent.routed + 1)
+            asyncio.get_running_loop().call_later(
+                delay, self.registry.dispatch, sent.board_id, sent.msg, sent.fut, sent.routed + 1
+            )
             return
         if rep.error is not None:
             if isinstance(sent.msg, Subscribe):
