@@ -84,6 +84,7 @@ class Bus:
         self.serves = serves  # a server node (listed for others to route through), or a client
         self.connected = False  # whether the last Redis call worked (for /health)
         self.last_error: str | None = None
+        self.lag_s = 0.0
         self._redis = redis
         self._prefix = prefix
         self._metrics = metrics
@@ -214,6 +215,13 @@ class Bus:
                 for entry_id, fields in entries:
                     last = entry_id
                     self._receive(fields.get(b"m") or fields.get("m"))
+                if entries:
+                    # How long the newest parcel waited in the inbox (its id is Redis's clock
+                    # in ms when it was added): the node's stream lag.
+                    newest = entries[-1][0]
+                    ms = int((newest.decode() if isinstance(newest, bytes) else newest).split("-", 1)[0])
+                    self.lag_s = max(0.0, time.time() - ms / 1000)
+                    self._metrics.bus_lag.set(self.lag_s)
 
     def _receive(self, data: Any) -> None:
         try:

@@ -113,7 +113,6 @@ class Cluster:
         self._remote: dict[str, dict[str, RemoteViewer]] = {}  # node -> conn id -> viewer
         self._checking = False
         self._adopting = False
-        self.lag_s = 0.0
 
     def attach(self, registry: BoardRegistry) -> None:
         self._registry = registry

@@ -65,7 +65,7 @@ def node_report(registry: BoardRegistry) -> dict[str, Any]:
         "leases": "held" if bus.connected else "at risk (Redis unreachable: renewals failing)",
         "remote_viewers": cluster.remote_viewer_count(),
         "viewers_of_remote_boards": cluster.proxied_count(),
-        "bus_lag_s": round(cluster.lag_s, 4),
+        "bus_lag_s": round(bus.lag_s, 4),
         **({"error": bus.last_error} if bus.last_error else {}),
     }
 
