@@ -84,6 +84,7 @@ class Bus:
         self.serves = serves  # a server node (listed for others to route through), or a client
         self.connected = False  # whether the last Redis call worked (for /health)
         self.last_error: str | None = None
+        self.lag_s = 0.0
         self._redis = redis
         self._prefix = prefix
         self._metrics = metrics
@@ -112,17 +113,18 @@ class Bus:
         """Send what is queued (briefly), stop reading and say goodbye (the heartbeat key is
         removed, so others see this node gone at once rather than after its TTL)."""
         self._closing = True
-        tasks = [*self._tasks, *(lk.task for lk in self._links.values() if lk.task)]
-        for task in tasks:
+        writers = [lk.task for lk in self._links.values() if lk.task is not None and not lk.task.done()]
+        for link in self._links.values():
+            link.wake.set()
+        # The writers finish what is queued and stop; never cut off in the middle of a write
+        # (a parcel written but not yet taken off the queue would be sent twice).
+        if writers:
+            await asyncio.wait(writers, timeout=2.0)
+        for task in [*self._tasks, *writers]:
             task.cancel()
-        for task in tasks:
+        for task in [*self._tasks, *writers]:
             with contextlib.suppress(BaseException):
                 await task
-        with contextlib.suppress(RedisError, OSError, TimeoutError):
-            async with asyncio.timeout(2.0):
-                for dest, link in self._links.items():
-                    if link.items:
-                        await self._flush(dest, link)
         with contextlib.suppress(RedisError, OSError):
             await self._redis.delete(self._key(self.node_id, "alive"))
             await self._redis.zrem(self._nodes_key, self.node_id)
@@ -164,6 +166,8 @@ class Bus:
     async def _write(self, dest: str, link: _Link) -> None:
         while True:
             if not link.items:
+                if self._closing:
+                    return
                 link.wake.clear()
                 try:
                     async with asyncio.timeout(30.0):
@@ -179,6 +183,8 @@ class Bus:
                     break
                 except (RedisError, OSError) as e:
                     self._failed("bus_write_failed", e)
+                    if self._closing:
+                        return
                     await asyncio.sleep(0.2)
 
     async def _flush(self, dest: str, link: _Link) -> None:
@@ -214,6 +220,13 @@ class Bus:
                 for entry_id, fields in entries:
                     last = entry_id
                     self._receive(fields.get(b"m") or fields.get("m"))
+                if entries:
+                    # How long the newest parcel waited in the inbox (its id is Redis's clock
+                    # in ms when it was added): the node's stream lag.
+                    newest = entries[-1][0]
+                    ms = int((newest.decode() if isinstance(newest, bytes) else newest).split("-", 1)[0])
+                    self.lag_s = max(0.0, time.time() - ms / 1000)
+                    self._metrics.bus_lag.set(self.lag_s)
 
     def _receive(self, data: Any) -> None:
         try:

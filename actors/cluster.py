@@ -113,7 +113,6 @@ class Cluster:
         self._remote: dict[str, dict[str, RemoteViewer]] = {}  # node -> conn id -> viewer
         self._checking = False
         self._adopting = False
-        self.lag_s = 0.0
 
     def attach(self, registry: BoardRegistry) -> None:
         self._registry = registry
@@ -157,8 +156,9 @@ class Cluster:
                 saw_dead = True
             elif holder is None and not self.bus.serves:
                 servers = await self.bus.live_servers()
-                if servers:
-                    return servers[hash(board_id) % len(servers)]  # routes it on (route=True)
+                if servers:  # one of them routes it on (route=True), activating it if need be
+                    relay = self._owners[board_id] = servers[hash(board_id) % len(servers)]
+                    return relay
             if time.monotonic() > deadline:
                 raise BoardcastError(ErrorCode.UNAVAILABLE, "no node could take the board; retry")
             await asyncio.sleep(0.05)
@@ -257,7 +257,12 @@ class Cluster:
             self.forget_owner(sent.board_id)
             if isinstance(sent.msg, Subscribe):
                 self._unproxy(sent.board_id, sent.msg.sub.conn_id)
-            self.registry.dispatch(sent.board_id, sent.msg, sent.fut, sent.routed + 1)
+            # The owner is giving the board up (or just did): try again after a moment, by
+            # when its lease is released or another node holds it.
+            delay = 0.02 * (sent.routed + 1)
+            asyncio.get_running_loop().call_later(
+                delay, self.registry.dispatch, sent.board_id, sent.msg, sent.fut, sent.routed + 1
+            )
             return
         if rep.error is not None:
             if isinstance(sent.msg, Subscribe):

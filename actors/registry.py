@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-MAX_ROUTES = 4  # how often one message is routed again after "not the owner" answers
+MAX_ROUTES = 8  # how often one message is routed again after "not the owner" answers
 
 _Waiting = tuple[Any, "asyncio.Future[Any] | None", int]
 

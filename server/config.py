@@ -126,6 +126,7 @@ class Settings:
     redis_prefix: str = "bc"
     # several nodes (README "Several nodes"): a Redis Cluster, the board lease, node heartbeats
     redis_cluster: bool = False
+    reuse_port: bool = False  # bind with SO_REUSEPORT (set by `serve --processes N` for its children)
     lease_ttl_s: float = 2.0
     lease_renew_s: float = 0.5
     node_heartbeat_s: float = 0.5
@@ -214,6 +215,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "BOARDCAST_ALLOWED_ORIGINS": ("allowed_origins", _origins),
     "BOARDCAST_REDIS_PREFIX": ("redis_prefix", str),
     "BOARDCAST_REDIS_CLUSTER": ("redis_cluster", _on_off),
+    "BOARDCAST_REUSE_PORT": ("reuse_port", _on_off),
     "BOARDCAST_LEASE_TTL_S": ("lease_ttl_s", _positive(float)),
     "BOARDCAST_LEASE_RENEW_S": ("lease_renew_s", _positive(float)),
     "BOARDCAST_NODE_HEARTBEAT_S": ("node_heartbeat_s", _positive(float)),
@@ -225,6 +227,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
 _REQUIRED_URLS = {
     "serve": (("DATABASE_URL", "database_url"), ("REDIS_URL", "redis_url")),
     "migrate": (("DATABASE_URL", "database_url"),),
+    "command": (("REDIS_URL", "redis_url"),),
 }
 
 
@@ -258,7 +261,7 @@ def load_settings(
                 "(embedded databases are for development only)"
             )
     # `migrate` signs no token and serves nobody: the identity rules of production are serve's
-    _check_identity(settings, production=settings.production and command != "migrate")
+    _check_identity(settings, production=settings.production and command not in ("migrate", "command"))
     if settings.lease_renew_s >= settings.lease_ttl_s:
         raise ConfigError("BOARDCAST_LEASE_RENEW_S must be shorter than BOARDCAST_LEASE_TTL_S")
     if settings.node_heartbeat_s >= settings.node_ttl_s:
