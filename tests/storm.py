@@ -86,6 +86,7 @@ class Client:
     lefts: list[dict[str, Any]] = field(default_factory=list)
     connects: list[int] = field(default_factory=list)  # the node of each connection
     snapshots_on_resume: int = 0
+    acked_more: asyncio.Event = field(default_factory=asyncio.Event)  # set on each new ack
     _pos: int = 0
 
     # ------------------------------------------------------------------ connection
@@ -168,6 +169,7 @@ class Client:
                 case "ack":
                     rid = m["rid"]
                     self.acks.setdefault(rid, m)
+                    self.acked_more.set()
                     self.ack_at.setdefault(rid, t)
                     self.ack_seqs.setdefault(rid, set()).add(m["seq"])
                 case "error":
@@ -352,3 +354,23 @@ async def check_storm(database_url: str, board_id: str, clients: list[Client], *
         if not c.snapshots_on_resume:
             assert c.seen == list(range(first, final + 1)), f"{c.name} missed or repeated events"
     return s
+
+
+async def wait_acks(clients: list[Client], total: int, timeout_s: float = 30.0) -> None:
+    """Until the clients together hold ``total`` acks (their storms run in other tasks)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            for c in clients:
+                c.acked_more.clear()
+            if acked(clients) >= total:
+                return
+            waits = [asyncio.ensure_future(c.acked_more.wait()) for c in clients]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+
+
+def acked(clients: list[Client]) -> int:
+    return sum(len(c.acks) for c in clients)
