@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -152,7 +153,7 @@ class Bus:
         else:
             link.wake.set()
 
-    def send_frame(self, dest: str, frame: bytes, conn_id: str) -> None:
+    def send_frame(self, dest: str, board_id: uuid.UUID, frame: bytes, conn_id: str) -> None:
         """A frame for one connection on ``dest``; the same frame for several connections
         (one broadcast) travels once."""
         link = self._links.get(dest)
@@ -161,7 +162,7 @@ class Bus:
             if isinstance(last, Frames) and last.frame is frame:
                 last.conns.append(conn_id)
                 return
-        self.send(dest, Frames(frame=frame, conns=[conn_id]))
+        self.send(dest, Frames(board_id=board_id, frame=frame, conns=[conn_id]))
 
     async def _write(self, dest: str, link: _Link) -> None:
         while True:
