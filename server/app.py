@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web
 
 from actors import BoardRegistry, BoardSettings, Metrics, make_board_factory
+from actors.lease import new_node_id
 from protocol.errors import HTTP_STATUS, BoardcastError, CloseCode, ErrorCode
 from server.access import DEV_USER, User, grants
 from server.auth import Authenticator
@@ -239,7 +240,9 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
     )
     factory = make_board_factory(app[REPO], app[METRICS], board, functools.partial(grants, app[MEMBERS]))
     redis = bus_redis(s)
-    cluster = build_cluster(s, redis, app[METRICS])
+    # A node id per app, not per process: tests run several servers in one process, and each
+    # is a node of its own.
+    cluster = build_cluster(s, redis, app[METRICS], new_node_id())
     registry = BoardRegistry(factory, app[METRICS], cluster)
     app[REGISTRY] = registry
     live = app[CONNECTIONS] = LiveConnections(s.heartbeat_s, app[IDENTITY])
