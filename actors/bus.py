@@ -33,9 +33,8 @@ from typing import Any
 
 import msgspec
 import structlog
-from redis.exceptions import RedisError
 
-from actors.lease import RedisClient
+from actors.lease import REDIS_ERRORS, RedisClient
 from actors.metrics import Metrics
 from protocol.bus import Frames, Item, Parcel
 from protocol.model import dec_hook
@@ -126,7 +125,7 @@ class Bus:
         for task in [*self._tasks, *writers]:
             with contextlib.suppress(BaseException):
                 await task
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_ERRORS):
             await self._redis.delete(self._key(self.node_id, "alive"))
             await self._redis.zrem(self._nodes_key, self.node_id)
             await self._redis.delete(self._key(self.node_id, "in"))
@@ -182,7 +181,7 @@ class Bus:
                     await self._flush(dest, link)
                     self._ok()
                     break
-                except (RedisError, OSError) as e:
+                except REDIS_ERRORS as e:
                     self._failed("bus_write_failed", e)
                     if self._closing:
                         return
@@ -213,7 +212,7 @@ class Bus:
             try:
                 got = await self._redis.xread({key: last}, count=256, block=1000)
                 self._ok()
-            except (RedisError, OSError) as e:
+            except REDIS_ERRORS as e:
                 self._failed("bus_read_failed", e)
                 await asyncio.sleep(0.2)
                 continue
@@ -263,7 +262,7 @@ class Bus:
                         pipe.zadd(self._nodes_key, {self.node_id: time.time()})
                     await pipe.execute()
                 self._ok()
-            except (RedisError, OSError) as e:
+            except REDIS_ERRORS as e:
                 self._failed("bus_heartbeat_failed", e)
             assert self._on_beat is not None
             try:

@@ -13,6 +13,7 @@ import aiohttp
 import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
+from redis.asyncio.cluster import RedisCluster
 
 from actors import BoardRegistry, BoardSettings, Metrics, make_board_factory
 from actors.lease import new_node_id
@@ -223,12 +224,16 @@ async def _identity(app: web.Application) -> AsyncIterator[None]:
                 metrics=metrics,
             )
         app[AUTH] = Authenticator(s, app[IDENTITY], metrics, oidc)
-        app[GUARD] = Guard(s, RateLimiter(app[REDIS], s.redis_prefix), metrics)
+        limiter_cluster = bus_redis(s) if s.redis_cluster else None
+        assert limiter_cluster is None or isinstance(limiter_cluster, RedisCluster)
+        app[GUARD] = Guard(s, RateLimiter(app[REDIS], s.redis_prefix, cluster=limiter_cluster), metrics)
         try:
             yield
         finally:
             if oidc is not None:
                 await oidc.close()
+            if limiter_cluster is not None:
+                await limiter_cluster.aclose()
 
 
 async def _actors(app: web.Application) -> AsyncIterator[None]:
