@@ -110,6 +110,7 @@ class Frames(_Item, tag="frames"):
     """One WebSocket frame (already built for the connections' codec) for connections of the
     receiving process."""
 
+    board_id: uuid.UUID  # the board that sent it (a receiver drops it if the viewer moved on)
     frame: bytes
     conns: list[str]
 
