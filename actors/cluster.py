@@ -47,9 +47,10 @@ from actors.metrics import Metrics
 from actors.remote import RemoteViewer, ViewerPolicy
 from actors.runtime import ActorStopped
 from protocol import bus as b
+from protocol import model
 from protocol.codec import CODECS, MSGPACK
 from protocol.errors import BoardcastError, ErrorCode
-from protocol.model import BoardSnapshot, Card, Column, dec_hook
+from protocol.model import BoardSnapshot, dec_hook
 
 if TYPE_CHECKING:
     from actors.registry import BoardRegistry
@@ -61,10 +62,18 @@ _RESULT = msgspec.msgpack.Decoder(b.ExecuteResult, dec_hook=dec_hook)
 _SNAPSHOT = msgspec.msgpack.Decoder(BoardSnapshot, dec_hook=dec_hook)
 _INT = msgspec.msgpack.Decoder(int)
 _BYTES = msgspec.msgpack.Decoder(bytes)
-_ENTITIES: dict[str, msgspec.msgpack.Decoder[Any]] = {
-    "column": msgspec.msgpack.Decoder(Column),
-    "card": msgspec.msgpack.Decoder(Card),
-}
+_ENTITIES: dict[str, msgspec.msgpack.Decoder[Any]] = {}
+
+
+def _entity_decoder(kind: str) -> msgspec.msgpack.Decoder[Any]:
+    """The decoder of a REST reply's entity, by the name of its protocol.model Struct."""
+    decoder = _ENTITIES.get(kind)
+    if decoder is None:
+        struct = getattr(model, kind, None)
+        if not (isinstance(struct, type) and issubclass(struct, msgspec.Struct)):
+            raise ValueError(f"unknown entity kind {kind!r}")
+        decoder = _ENTITIES[kind] = msgspec.msgpack.Decoder(struct, dec_hook=dec_hook)
+    return decoder
 _CODECS_BY_NAME = {c.name: c for c in CODECS.values()}
 
 
@@ -284,7 +293,7 @@ class Cluster:
             r = _RESULT.decode(data)
             entity = None
             if r.entity_kind is not None:
-                entity = _ENTITIES[r.entity_kind].decode(bytes(r.entity))
+                entity = _entity_decoder(r.entity_kind).decode(bytes(r.entity))
             return CommandResult(seq=r.seq, duplicate=r.duplicate, event=r.event, entity=entity)
         if sent.kind == "subscribe":
             return _INT.decode(data)
@@ -419,7 +428,7 @@ class Cluster:
         value = fut.result()
         if isinstance(value, CommandResult):
             entity = value.entity
-            kind = "column" if isinstance(entity, Column) else "card" if isinstance(entity, Card) else None
+            kind = None if entity is None else type(entity).__name__
             value = b.ExecuteResult(
                 seq=value.seq,
                 duplicate=value.duplicate,

@@ -93,7 +93,7 @@ class ExecuteResult(msgspec.Struct, kw_only=True):
     seq: int
     duplicate: bool
     event: EventMsg | None = None
-    entity_kind: str | None = None  # "column" | "card"
+    entity_kind: str | None = None  # the name of the entity's protocol.model Struct
     entity: msgspec.Raw = NIL
 
 
