@@ -198,7 +198,16 @@ class BoardRegistry:
         elif local and self.local(board_id) is None:
             self._start(board_id, placed if isinstance(placed, Lease) else None)
         for msg, fut, routed in waiting:
-            self.dispatch(board_id, msg, fut, routed + (0 if local else 1))
+            if isinstance(placed, str) and not self._closing:
+                # All of them to the node just found, in their order. Dispatching each anew
+                # would look the place up again: a process that is not a server forgets a
+                # relay as soon as it forwards to it, so every message after the first was
+                # placed again (and routed once more), until a burst of commands from one
+                # client ran past MAX_ROUTES and failed with ActorStopped.
+                if fut is None or not fut.done():
+                    self._cluster.forward(placed, board_id, msg, fut, routed + 1)
+            else:
+                self.dispatch(board_id, msg, fut, routed + (0 if local else 1))
 
     async def adopt_unleased(self) -> None:
         """Boards activated while Redis was unreachable claim their lease now, or stop (their
