@@ -43,6 +43,7 @@ CORE_ENV = {
 JWT_ENV = {"BOARDCAST_AUTH": "jwt", "BOARDCAST_PASSWORD_HASH_PROFILE": "fast", "BOARDCAST_RATE_LIMIT": "off"}
 
 _START_TIMEOUT_S = 30.0
+REPO = Path(__file__).resolve().parents[1]
 
 
 def log_tail(text: str, lines: int = 40) -> str:
@@ -205,6 +206,9 @@ def node_env(
     database_url: str, redis_url: str, prefix: str, tmp_path: Path, extra: dict[str, str]
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOARDCAST_")}
+    # The code under test is this checkout's: the venv's `boardcast` script would otherwise
+    # import the package wherever it was installed from (an editable install of another tree).
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
     env.update(
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,
@@ -320,6 +324,15 @@ class RedisServer:
         self.proc.kill()
         await self.proc.wait()
 
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open and nothing answers (a partition, a stalled VM)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     async def restart(self) -> None:
         """Killed and started again, empty, on the same port."""
         await self.kill()
@@ -327,6 +340,7 @@ class RedisServer:
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGCONT)
             self.proc.terminate()
             try:
                 async with asyncio.timeout(5):
