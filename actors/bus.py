@@ -235,6 +235,13 @@ class Bus:
             log.error("bus_bad_parcel", error=str(e))
             return
         seen = self._seen.get(parcel.src, 0)
+        if parcel.n <= seen:
+            # A copy of a parcel already handled: the sender's write landed but its reply was
+            # lost (a timeout, a dropped connection), so it wrote the parcel again with the
+            # same number. Handling it again would apply its requests twice (a forwarded
+            # command without a request id) and show its frames twice.
+            log.warning("bus_duplicate_parcel", src=parcel.src, n=parcel.n, seen=seen)
+            return
         self._seen[parcel.src] = parcel.n
         if parcel.n != seen + 1:
             self._metrics.bus_gaps.inc()
