@@ -22,15 +22,22 @@ from protocol.model import BoardSnapshot
 from server.access import GrantPolicy
 from server.config import Settings
 
+# A Redis that does not answer (paused, partitioned) must fail calls rather than hang them:
+# a hung call never says "Redis is down" (/health kept showing the bus as ok and the leases as
+# held), and a board placement waiting on a hung lease claim never fell back to an unleased
+# activation. Longer than the bus's blocking read (1 s) plus a slow reply.
+_SOCKET_TIMEOUT_S = 3.0
+
 
 def bus_redis(settings: Settings) -> RedisClient:
     """The client the bus and the leases use: a Redis Cluster client when configured (the
     URL names any one of its nodes), otherwise the plain one."""
     assert settings.redis_url
+    timeouts = {"socket_timeout": _SOCKET_TIMEOUT_S, "socket_connect_timeout": _SOCKET_TIMEOUT_S}
     if settings.redis_cluster:
-        cluster: RedisCluster = RedisCluster.from_url(settings.redis_url)
+        cluster: RedisCluster = RedisCluster.from_url(settings.redis_url, **timeouts)
         return cluster
-    plain: aioredis.Redis = aioredis.from_url(settings.redis_url)  # type: ignore[no-untyped-call]
+    plain: aioredis.Redis = aioredis.from_url(settings.redis_url, **timeouts)  # type: ignore[no-untyped-call]
     return plain
 
 
