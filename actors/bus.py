@@ -120,11 +120,16 @@ class Bus:
         # (a parcel written but not yet taken off the queue would be sent twice).
         if writers:
             await asyncio.wait(writers, timeout=2.0)
-        for task in [*self._tasks, *writers]:
+        tasks = [*self._tasks, *writers]
+        for task in tasks:
             task.cancel()
-        for task in [*self._tasks, *writers]:
-            with contextlib.suppress(BaseException):
-                await task
+        if tasks:
+            # Bounded: a reader inside redis-py's read (with socket timeouts set) was seen not
+            # to take its cancellation at once, and an unbounded wait hung BoardClient's exit;
+            # the loops also stop on their own at their next turn once closing.
+            _done, pending = await asyncio.wait(tasks, timeout=2.0)
+            if pending:
+                log.warning("bus_tasks_still_running", tasks=[t.get_name() for t in pending])
         with contextlib.suppress(*REDIS_ERRORS):
             await self._redis.delete(self._key(self.node_id, "alive"))
             await self._redis.zrem(self._nodes_key, self.node_id)
@@ -208,7 +213,7 @@ class Bus:
     async def _read(self) -> None:
         key = self._key(self.node_id, "in")
         last = "0-0"
-        while True:
+        while not self._closing:
             try:
                 got = await self._redis.xread({key: last}, count=256, block=1000)
                 self._ok()
