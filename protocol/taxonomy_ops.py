@@ -14,6 +14,7 @@ import msgspec
 from protocol.base import _Command, _Event
 from protocol.model import Card, Colour, CustomField, FieldKind, Label, Name, Text, Uuid
 
+
 class OptionIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: Name
     colour: Colour | None = None
