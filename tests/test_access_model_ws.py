@@ -135,3 +135,48 @@ async def test_each_role_against_every_model_command(http, start_server, encodin
         assert (acked == 0) == (role == "viewer")
     finally:
         await ws.close()
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+async def test_a_commenter_by_invitation_comments_and_is_assignable_once_a_member(
+    http, start_server, encoding
+):
+    """The board reads its members again on every membership change (never per command): a
+    member who joins an active board can be assigned and mentioned at once."""
+    srv = await start_server(auth="jwt")
+    people = await accounts(http, srv.base, "owner", "newcomer")
+    owner, newcomer = people["owner"], people["newcomer"]
+    bid = await board_with_roles(http, srv.base, {"owner": owner})
+    col = (await _made(http, srv.base, bid, owner, "/columns", {"title": "A"}))["id"]
+    card = (await _made(http, srv.base, bid, owner, "/cards", {"column_id": col, "title": "K"}))["id"]
+    o = await WsClient.connect(http, ws_url_with_token(srv.ws_url, owner.access_token), encoding)
+    n: WsClient | None = None
+    try:
+        await o.join(bid)  # the board is active from here on
+        refused = await o.cmd(bid, {"op": "card.assign", "card_id": card, "user_id": newcomer.user_id})
+        assert refused["type"] == "error" and refused["code"] == "bad_request", refused
+
+        inv = await _made(http, srv.base, bid, owner, "/invitations", {"role": "commenter"})
+        assert inv["role"] == "commenter"
+        r = await call(
+            http, "POST", f"{srv.base}/api/v1/invitations/accept", newcomer, json={"token": inv["token"]}
+        )
+        assert r.status == 200 and r.body["role"] == "commenter", r.body
+
+        assigned = await o.cmd(bid, {"op": "card.assign", "card_id": card, "user_id": newcomer.user_id})
+        assert assigned["type"] == "ack", assigned
+        n = await WsClient.connect(http, ws_url_with_token(srv.ws_url, newcomer.access_token), encoding)
+        await n.join(bid)
+        ann = (await call(http, "GET", f"{srv.base}/api/v1/users/me", newcomer)).body["name"]
+        said = await n.cmd(
+            bid, {"op": "comment.create", "card_id": card, "body": f"thanks @{ann.replace(' ', '')}"}
+        )
+        assert said["type"] == "ack", said
+        evs = await n.wait_seq(bid, said["seq"])
+        assert evs[-1]["event"]["comment"]["mentions"] == [newcomer.user_id]
+        moved = await n.cmd(bid, {"op": "card.archive", "card_id": card})
+        assert moved["type"] == "error" and moved["code"] == "forbidden", moved
+    finally:
+        await o.close()
+        if n is not None:
+            await n.close()
