@@ -199,6 +199,8 @@ async def get_webhook(request: web.Request) -> web.Response:
 
 async def patch_webhook(request: web.Request) -> web.Response:
     body: WebhookPatch = await read_body(request, WebhookPatch)
+    if body.url is None and body.events is None and body.description is None and body.active is None:
+        raise bad_request("nothing to change: give 'url', 'events', 'description' or 'active'")
     board_id, rec = await _webhook(request)
     kinds = None if body.events is None else _kinds(body.events)
     if body.url is not None:
