@@ -165,13 +165,15 @@ class Dispatcher:
         self._stopping.set()
         if self._task is not None:
             await self._task
+        held = list(self._running)
         if self._running:
             _, pending = await asyncio.wait(self._running.values(), timeout=1.0)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await self.repo.release(list(self._running), self.node_id)
+        if held:
+            with contextlib.suppress(Exception):
+                await self.repo.release(held, self.node_id)
         if self._session is not None:
             await self._session.close()
 
@@ -227,7 +229,7 @@ class Dispatcher:
             if hook.active:
                 await self._deliver_pending(hook)
         finally:
-            if not self._stopping.is_set():
+            if not self._stopping.is_set():  # when stopping, stop() gives every lease back at once
                 await self.repo.release([hook.id], self.node_id)
 
     async def _deliver_pending(self, hook: ClaimedWebhook) -> None:

@@ -4,8 +4,10 @@ retried with backoff after failures, disabled after too many, the admins told by
 from __future__ import annotations
 
 import itertools
+import re
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from tests.conftest import create_board, create_column
 from tests.webhook_receiver import FAST, create_webhook, get_json, receiver, wait_until
 
 pytestmark = pytest.mark.timeout(60)
+DOC = (Path(__file__).resolve().parent.parent / "docs" / "WEBHOOKS.md").read_text()
 
 
 def _hooks(base: str, board_id: str, rest: str = "") -> str:
@@ -294,3 +297,60 @@ async def test_health_shows_the_backlog_of_a_node_that_does_not_deliver(http, st
     assert after["behind"] == before["behind"] + 1
     assert after["events_behind"] == before["events_behind"] + 3
     assert after["disabled"] == before["disabled"] + 1
+
+
+async def test_webhook_answers_match_the_documented_schemas(http, start_server):
+    from tests.test_openapi import check_headers, fetch_spec, response_schema, validator
+
+    srv = await start_server(**FAST)
+    spec = await fetch_spec(http, srv)
+    async with receiver() as rec:
+        rec.script = [500]
+        bid = (await create_board(http, srv.base))["id"]
+        await create_column(http, srv.base, bid)
+        path = "/api/v1/boards/{board_id}/webhooks"
+        async with http.post(_hooks(srv.base, bid), json={"url": rec.url}) as r:
+            created = await r.json()
+            validator(spec, response_schema(spec, path, "post", 201)).validate(created)
+            check_headers(spec, path, "post", r)
+        await create_column(http, srv.base, bid)
+        await rec.wait_for(2)
+        await wait_until(lambda: _delivered_seq(http, srv.base, bid, created["id"], 2))
+        hid = created["id"]
+        for p, url in (
+            (path, _hooks(srv.base, bid)),
+            (path + "/{webhook_id}", _hooks(srv.base, bid, f"/{hid}")),
+            (path + "/{webhook_id}/deliveries", _hooks(srv.base, bid, f"/{hid}/deliveries?limit=1")),
+        ):
+            async with http.get(url) as r:
+                assert r.status == 200
+                validator(spec, response_schema(spec, p, "get", 200)).validate(await r.json())
+                check_headers(spec, p, "get", r)
+        async with http.patch(_hooks(srv.base, bid, f"/{hid}"), json={"description": "x"}) as r:
+            schema = response_schema(spec, path + "/{webhook_id}", "patch", 200)
+            validator(spec, schema).validate(await r.json())
+        params = spec["paths"][path + "/{webhook_id}/deliveries"]["get"]["parameters"]
+        assert {p["name"]: p["schema"]["maximum"] for p in params if p["in"] == "query"} == {
+            "limit": 200,
+            "before": 2**63 - 1,
+        }
+
+
+async def test_the_documented_verification_example_verifies_real_deliveries(http, start_server):
+    blocks = re.findall(r"```python\n(.*?)\n```", DOC, re.S)
+    assert len(blocks) == 1
+    namespace: dict[str, Any] = {}
+    exec(blocks[0], namespace)
+    verify = namespace["verify"]
+    srv = await start_server(**FAST)
+    async with receiver() as rec:
+        bid = (await create_board(http, srv.base))["id"]
+        created = await create_webhook(http, srv.base, bid, rec.url)
+        await create_column(http, srv.base, bid)
+        [got] = await rec.wait_for(1)
+    header = got.headers["Boardcast-Signature"]
+    assert verify(created["secret"], header, got.raw)
+    assert not verify(created["secret"], header, got.raw + b" ")
+    assert not verify(created["secret"] + "x", header, got.raw)
+    assert not verify(created["secret"], header, got.raw, tolerance_s=-1)  # too old
+    assert not verify(created["secret"], "v1=" + header.split("v1=")[1], got.raw)  # no timestamp
