@@ -11,7 +11,7 @@ import hmac
 import ipaddress
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -49,6 +49,7 @@ class Receiver:
         self.default = 200
         self.received: list[Received] = []
         self.url = ""
+        self.before: Callable[[web.Request], Awaitable[None]] | None = None  # runs first, per request
         self._arrived = asyncio.Condition()
 
     def verify(self, header: str, raw: bytes) -> bool:
@@ -64,6 +65,8 @@ class Receiver:
         return abs(time.time() - ts) < 300 and hmac.compare_digest(expected, fields.get("v1", ""))
 
     async def handle(self, request: web.Request) -> web.Response:
+        if self.before is not None:
+            await self.before(request)
         raw = await request.read()
         status = self.script.pop(0) if self.script else self.default
         item = Received(
