@@ -177,10 +177,6 @@ class Dispatcher:
         if self._session is not None:
             await self._session.close()
 
-    def wake(self) -> None:
-        """Look for work now rather than at the next poll."""
-        self._wake.set()
-
     @property
     def in_flight(self) -> int:
         return len(self._running)
@@ -370,6 +366,8 @@ class Dispatcher:
         except TimeoutError:
             return _Result("failed", None, f"timed out after {self.settings.timeout_s:g} s", took())
         except aiohttp.ClientError as e:
+            return _Result("failed", None, _short(f"{type(e).__name__}: {e}"), took())
+        except (ValueError, UnicodeError, OSError) as e:  # a URL the client cannot use, a socket error
             return _Result("failed", None, _short(f"{type(e).__name__}: {e}"), took())
 
     async def _drain(self, resp: aiohttp.ClientResponse) -> None:

@@ -3,6 +3,7 @@ retried with backoff after failures, disabled after too many, the admins told by
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 import time
@@ -354,3 +355,29 @@ async def test_the_documented_verification_example_verifies_real_deliveries(http
     assert not verify(created["secret"] + "x", header, got.raw)
     assert not verify(created["secret"], header, got.raw, tolerance_s=-1)  # too old
     assert not verify(created["secret"], "v1=" + header.split("v1=")[1], got.raw)  # no timestamp
+
+
+async def test_a_hanging_receiver_does_not_hold_up_the_board(http, start_server, connect):
+    srv = await start_server(**{**FAST, "webhook_timeout_s": 20.0, "webhook_lease_s": 45.0})
+    async with receiver() as rec:
+        held, release = asyncio.Event(), asyncio.Event()
+
+        async def hang(request: Any) -> None:
+            held.set()
+            await release.wait()
+
+        rec.before = hang
+        bid = (await create_board(http, srv.base))["id"]
+        await create_webhook(http, srv.base, bid, rec.url)
+        col = await create_column(http, srv.base, bid)
+        await asyncio.wait_for(held.wait(), 10)  # the first delivery is stuck in the receiver
+        ws = await connect("json", url=srv.ws_url)
+        await ws.join(bid)
+        await _cards(http, srv.base, bid, col["id"], *(f"c{i}" for i in range(10)))
+        ack = await ws.cmd(bid, {"op": "card.create", "column_id": col["id"], "title": "ws"})
+        assert ack["type"] == "ack" and ack["seq"] == 12
+        assert len(rec.received) == 0
+        rec.before = None
+        release.set()
+        got = await rec.wait_for(12)
+        assert [r.body["seq"] for r in got] == list(range(1, 13))
