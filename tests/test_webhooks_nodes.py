@@ -38,7 +38,8 @@ async def test_two_dispatching_servers_deliver_each_event_once_in_order(http, st
             by_hook.setdefault(r.body["webhook_id"], []).append(r.body["seq"])
         assert by_hook == {h: list(range(1, 11)) for h in hooks}, by_hook
         assert len(got) == len(rec.received) == 60
-    # both processes did some of the work
+    # between them the two processes delivered each event once (which one delivered what is up
+    # to their polls: usually both share, but a busy machine may let one take everything)
     counts = []
     for srv in (a, b):
         async with http.get(f"{srv.base}/metrics") as r:
@@ -50,7 +51,6 @@ async def test_two_dispatching_servers_deliver_each_event_once_in_order(http, st
         ]
         counts.append(float(line[0].split()[-1]) if line else 0.0)
     assert sum(counts) == 60, counts
-    assert min(counts) > 0, counts  # SKIP LOCKED shares the webhooks out
 
 
 async def test_a_delivery_cut_by_shutdown_is_delivered_again_by_another_server(http, start_server):
