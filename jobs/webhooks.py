@@ -208,9 +208,11 @@ class Dispatcher:
             for w in waiters:
                 w.cancel()
 
-    def _done(self, webhook_id: uuid.UUID, _task: asyncio.Task[None]) -> None:
-        task = self._running.pop(webhook_id, None)
-        if task is not None and not task.cancelled() and task.exception() is not None:
+    def _done(self, webhook_id: uuid.UUID, task: asyncio.Task[None]) -> None:
+        # The webhook may already be claimed again (its lease was given back before this ran).
+        if self._running.get(webhook_id) is task:
+            del self._running[webhook_id]
+        if not task.cancelled() and task.exception() is not None:
             self.metrics.errors.inc()
             self._log.warning("webhook_work_failed", webhook_id=str(webhook_id), error=repr(task.exception()))
         if not self._stopping.is_set():
