@@ -8,16 +8,42 @@ import itertools
 import re
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
-from tests.conftest import create_board, create_column
-from tests.webhook_receiver import FAST, create_webhook, get_json, receiver, wait_until
+from tests.conftest import RunningServer, create_board, create_column
+from tests.webhook_receiver import (
+    FAST,
+    create_webhook,
+    get_json,
+    no_webhooks_left,  # noqa: F401 (an autouse fixture)
+    receiver,
+    wait_until,
+)
+from tests.wsclient import WsClient
 
 pytestmark = pytest.mark.timeout(60)
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "WEBHOOKS.md").read_text()
+
+
+@pytest.fixture
+async def ws_client(http: aiohttp.ClientSession) -> AsyncIterator[Callable[..., Awaitable[WsClient]]]:
+    """WebSocket clients of a server the test started (conftest's ``connect`` would start a
+    second, default server beside it: a second dispatcher with other settings)."""
+    clients: list[WsClient] = []
+
+    async def make(srv: RunningServer, encoding: str) -> WsClient:
+        c = await WsClient.connect(http, srv.ws_url, encoding)
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        await c.close()
 
 
 def _hooks(base: str, board_id: str, rest: str = "") -> str:
@@ -177,14 +203,14 @@ async def test_backoff_grows_between_attempts(http, start_server):
         assert 0.39 <= gaps[2] < 1.4, gaps
 
 
-async def test_a_webhook_that_keeps_failing_is_disabled_and_the_admins_see_it(http, start_server, connect):
+async def test_a_webhook_that_keeps_failing_is_disabled_and_the_admins_see_it(http, start_server, ws_client):
     srv = await start_server(**{**FAST, "webhook_max_failures": 3})
     async with receiver() as rec:
         rec.default = 500
         bid = (await create_board(http, srv.base))["id"]
         created = await create_webhook(http, srv.base, bid, rec.url)
         rec.secret = created["secret"]
-        ws = await connect("json", url=srv.ws_url)
+        ws = await ws_client(srv, "json")
         joined = await ws.join(bid)
         assert joined["type"] == "joined"
         await create_column(http, srv.base, bid)  # seq 1
@@ -222,13 +248,13 @@ async def test_a_webhook_that_keeps_failing_is_disabled_and_the_admins_see_it(ht
             assert "boardcast_webhooks_disabled_total 1.0" in await r.text()
 
 
-async def test_a_webhook_failing_for_too_long_is_disabled(http, start_server, connect):
+async def test_a_webhook_failing_for_too_long_is_disabled(http, start_server, ws_client):
     srv = await start_server(**{**FAST, "webhook_max_failures": 1000, "webhook_max_failing_s": 0.3})
     async with receiver() as rec:
         rec.default = 502
         bid = (await create_board(http, srv.base))["id"]
         created = await create_webhook(http, srv.base, bid, rec.url)
-        ws = await connect("msgpack", url=srv.ws_url)
+        ws = await ws_client(srv, "msgpack")
         await ws.join(bid)
         await create_column(http, srv.base, bid)
         event = await ws.expect("event", lambda m: m["event"]["kind"] == "webhook.disabled", timeout=20)
@@ -237,10 +263,10 @@ async def test_a_webhook_failing_for_too_long_is_disabled(http, start_server, co
         assert event["event"]["failures"] >= 2
 
 
-async def test_the_server_only_command_is_refused_from_clients(http, start_server, connect):
+async def test_the_server_only_command_is_refused_from_clients(http, start_server, ws_client):
     srv = await start_server(**FAST)
     bid = (await create_board(http, srv.base))["id"]
-    ws = await connect("json", url=srv.ws_url)
+    ws = await ws_client(srv, "json")
     await ws.join(bid)  # the dev user owns the board
     answer = await ws.cmd(
         bid,
@@ -357,7 +383,7 @@ async def test_the_documented_verification_example_verifies_real_deliveries(http
     assert not verify(created["secret"], "v1=" + header.split("v1=")[1], got.raw)  # no timestamp
 
 
-async def test_a_hanging_receiver_does_not_hold_up_the_board(http, start_server, connect):
+async def test_a_hanging_receiver_does_not_hold_up_the_board(http, start_server, ws_client):
     srv = await start_server(**{**FAST, "webhook_timeout_s": 20.0, "webhook_lease_s": 45.0})
     async with receiver() as rec:
         held, release = asyncio.Event(), asyncio.Event()
@@ -371,7 +397,7 @@ async def test_a_hanging_receiver_does_not_hold_up_the_board(http, start_server,
         await create_webhook(http, srv.base, bid, rec.url)
         col = await create_column(http, srv.base, bid)
         await asyncio.wait_for(held.wait(), 10)  # the first delivery is stuck in the receiver
-        ws = await connect("json", url=srv.ws_url)
+        ws = await ws_client(srv, "json")
         await ws.join(bid)
         await _cards(http, srv.base, bid, col["id"], *(f"c{i}" for i in range(10)))
         ack = await ws.cmd(bid, {"op": "card.create", "column_id": col["id"], "title": "ws"})

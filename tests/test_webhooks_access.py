@@ -12,7 +12,13 @@ import structlog
 
 from tests.conftest import create_board, create_column
 from tests.roles import accounts, assert_error, assert_unauthorized, board_url, board_with_roles, call
-from tests.webhook_receiver import FAST, create_webhook, get_json, receiver
+from tests.webhook_receiver import (
+    FAST,
+    create_webhook,
+    get_json,
+    no_webhooks_left,  # noqa: F401 (an autouse fixture)
+    receiver,
+)
 
 pytestmark = pytest.mark.timeout(90)
 

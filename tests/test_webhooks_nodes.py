@@ -12,7 +12,12 @@ from aiohttp import web
 
 from server.config import ConfigError, load_settings
 from tests.conftest import create_board, create_column
-from tests.webhook_receiver import FAST, create_webhook, receiver
+from tests.webhook_receiver import (
+    FAST,
+    create_webhook,
+    no_webhooks_left,  # noqa: F401 (an autouse fixture)
+    receiver,
+)
 
 pytestmark = pytest.mark.timeout(90)
 

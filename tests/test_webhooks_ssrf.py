@@ -14,7 +14,14 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from server.keys import WEBHOOK_GUARD
 from tests.conftest import create_board, create_column, free_port
-from tests.webhook_receiver import FAST, create_webhook, get_json, receiver, wait_until
+from tests.webhook_receiver import (
+    FAST,
+    create_webhook,
+    get_json,
+    no_webhooks_left,  # noqa: F401 (an autouse fixture)
+    receiver,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(60)
 

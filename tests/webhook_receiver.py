@@ -16,6 +16,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+import asyncpg
+import pytest
 from aiohttp import web
 
 from tests.conftest import free_port
@@ -138,3 +140,15 @@ async def wait_until(check: Any, timeout_s: float = 20, every_s: float = 0.02) -
             if value:
                 return value
             await asyncio.sleep(every_s)
+
+
+@pytest.fixture(autouse=True)
+async def no_webhooks_left(database_url: str) -> AsyncIterator[None]:
+    """Import into each webhook test module: deletes the webhooks a test made, so that servers
+    of later tests in the session (each runs a dispatcher) do not keep delivering them."""
+    yield
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("DELETE FROM webhooks")
+    finally:
+        await conn.close()
