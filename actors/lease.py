@@ -271,7 +271,11 @@ class BoardLeases:
 
     async def _renew_all(self) -> None:
         while self._kept:
+            slept = time.monotonic()
             await asyncio.sleep(self.renew_s)
+            late = time.monotonic() - slept - self.renew_s
+            if late > 0.25:  # the event loop was busy: the renewal starts late
+                log.warning("lease_renewer_late", late_s=round(late, 3))
             for kept in list(self._kept.values()):
                 if not kept.current.valid():
                     log.warning("lease_expired", board_id=str(kept.lease.board_id), epoch=kept.lease.epoch)
@@ -284,8 +288,16 @@ class BoardLeases:
                 async with asyncio.timeout(max(0.001, min(k.current.deadline for k in batch) - sent)):
                     extended = await self._renew_many([k.current for k in batch])
             except (*REDIS_ERRORS, TimeoutError) as e:
-                log.warning("lease_renew_failed", leases=len(batch), error=repr(e))
+                log.warning(
+                    "lease_renew_failed",
+                    leases=len(batch),
+                    error=repr(e),
+                    after_s=round(time.monotonic() - sent, 3),
+                )
                 continue  # tried again at the next interval, or lost at the deadline
+            took = time.monotonic() - sent
+            if took > 0.25:
+                log.warning("lease_renew_slow", leases=len(batch), took_s=round(took, 3))
             for kept, ok in zip(batch, extended, strict=True):
                 if kept.ended.done():
                     continue  # let go while the renewal was on its way
