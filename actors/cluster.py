@@ -74,6 +74,8 @@ def _entity_decoder(kind: str) -> msgspec.msgpack.Decoder[Any]:
             raise ValueError(f"unknown entity kind {kind!r}")
         decoder = _ENTITIES[kind] = msgspec.msgpack.Decoder(struct, dec_hook=dec_hook)
     return decoder
+
+
 _CODECS_BY_NAME = {c.name: c for c in CODECS.values()}
 
 
@@ -115,6 +117,7 @@ class Cluster:
         self._ids = itertools.count(1)
         # forwarding side
         self._owners: dict[uuid.UUID, str] = {}
+        self._orphans: set[uuid.UUID] = set()  # boards whose owner was seen to die
         self._sent: dict[int, _Sent] = {}
         self._viewers: dict[str, Subscriber] = {}  # local connections viewing remote boards
         self._proxied: dict[str, dict[uuid.UUID, set[str]]] = {}  # owner -> board -> conn ids
@@ -153,6 +156,9 @@ class Cluster:
                 lease = await self.leases.claim(board_id)
                 if lease is not None:
                     self._metrics.lease_events.labels(event="claimed").inc()
+                    if board_id in self._orphans:
+                        self._orphans.discard(board_id)
+                        saw_dead = True
                     if saw_dead:
                         self._metrics.failovers.inc()
                         log.info("board_failover", board_id=str(board_id), epoch=lease.epoch)
@@ -344,14 +350,22 @@ class Cluster:
 
     def _owner_gone(self, owner: str) -> None:
         log.warning("board_owner_gone", node=owner)
+        # Whoever claims these next takes them over from a dead node: a failover.
+        if len(self._orphans) > 10_000:
+            self._orphans.clear()
+        self._orphans.update(self._proxied.get(owner, {}))
+        self._orphans.update(bid for bid, o in self._owners.items() if o == owner)
         self._resync_owner(owner, "owner_gone")
         for rid, sent in list(self._sent.items()):
             if sent.dest != owner:
                 continue
             del self._sent[rid]
-            if isinstance(sent.msg, Execute) and sent.msg.rid is None:
-                sent.fut.set_exception(_unknown_outcome())  # not safe to apply twice
-            else:  # de-duplicated by its request id, or changes nothing
+            if isinstance(sent.msg, Execute) and (sent.msg.rid is None or sent.msg.origin is not None):
+                # Not safe to apply twice without a request id; and a viewer's command could
+                # only be refused by the next owner (the viewer was just told to join again):
+                # its sender retries it with the same request id once joined.
+                sent.fut.set_exception(_unknown_outcome())
+            else:  # a REST or job command de-duplicated by its request id, or a read
                 self.registry.dispatch(sent.board_id, sent.msg, sent.fut, sent.routed + 1)
 
     # ------------------------------------------------------------------ owning

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from actors.board import BoardActor
-from actors.lease import Lease
+from actors.lease import KeptLease, Lease
 from actors.metrics import Metrics
 from actors.runtime import Actor, ActorStopped
 from protocol.errors import BoardcastError, ErrorCode
@@ -64,7 +64,7 @@ class BoardRegistry:
         self._metrics = metrics
         self._cluster = cluster
         self._actors: dict[uuid.UUID, BoardActor] = {}
-        self._leases: dict[uuid.UUID, tuple[Lease, asyncio.Task[None]]] = {}
+        self._leases: dict[uuid.UUID, tuple[Lease, KeptLease]] = {}
         self._releases: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._waiting: dict[uuid.UUID, list[_Waiting]] = {}
         self._closing = False

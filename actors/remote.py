@@ -34,8 +34,9 @@ class ViewerPolicy(Protocol):
     def keeps(self, grant: object | None) -> bool:
         """Whether a viewer with this grant (None: no access) keeps the board."""
 
-    def refusal(self, grant: object, cmd: Command) -> BoardcastError | None:
-        """Why a viewer with this grant may not apply ``cmd`` (None: it may)."""
+    def refusal(self, grant: object, cmd: Command, own: bool = True) -> BoardcastError | None:
+        """Why a viewer with this grant may not apply ``cmd`` (None: it may); ``own``: whether
+        the viewer wrote what the command is about (a comment)."""
 
     def encode_grant(self, grant: object | None) -> bytes: ...
 
@@ -104,8 +105,8 @@ class RemoteViewer:
         self._bus.send(self.node, Control(conn_id=self.conn_id, board_id=board_id, op="access", grant=raw))
         return keeps
 
-    def refusal(self, board_id: uuid.UUID, cmd: Command) -> BoardcastError | None:
+    def refusal(self, board_id: uuid.UUID, cmd: Command, own: bool = True) -> BoardcastError | None:
         grant = self.grant
         if grant is None or grant is _JOINING:
             return BoardcastError(ErrorCode.NOT_JOINED, "not joined to this board")
-        return self._policy.refusal(grant, cmd)
+        return self._policy.refusal(grant, cmd, own)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import uuid
 
-import msgspec
-
+from protocol.base import RankChange, _Command, _Event
+from protocol.card_ops import *  # noqa: F403
+from protocol.card_ops import CardCommand, CardEvent, CardsPolicy
 from protocol.model import Card, Column, Text, Title, Uuid
-
-
-class _Command(msgspec.Struct, kw_only=True, tag_field="op", forbid_unknown_fields=True):
-    pass
+from protocol.part_ops import *  # noqa: F403
+from protocol.part_ops import PartCommand, PartEvent
+from protocol.taxonomy_ops import *  # noqa: F403
+from protocol.taxonomy_ops import TaxonomyCommand, TaxonomyEvent
 
 
 class UpdateBoard(_Command, tag="board.update"):
@@ -43,7 +44,13 @@ class MoveColumn(_Command, tag="column.move"):
 
 
 class DeleteColumn(_Command, tag="column.delete"):
+    """Delete a column. One that still holds cards (archived ones included) is refused
+    unless ``cards`` says what happens to them: ``move`` them (in their order, after the
+    cards there) to the column ``move_to``, or ``delete`` them with it."""
+
     column_id: Uuid
+    cards: CardsPolicy = "refuse"
+    move_to: Uuid | None = None
 
 
 class CreateCard(_Command, tag="card.create"):
@@ -73,6 +80,20 @@ class DeleteCard(_Command, tag="card.delete"):
     card_id: Uuid
 
 
+# The author of what the server does by itself (a webhook disabled after failing...).
+SYSTEM_AUTHOR = uuid.UUID("00000000-0000-4000-8000-000000000000")
+
+
+class ReportWebhookDisabled(_Command, tag="webhook.report_disabled"):
+    """Sent by the server's webhook dispatcher only (no role may send it): tells the board's
+    viewers that one of its webhooks was disabled after failing."""
+
+    webhook_id: Uuid
+    host: str
+    reason: str
+    failures: int
+
+
 Command = (
     UpdateBoard
     | CreateColumn
@@ -83,18 +104,11 @@ Command = (
     | UpdateCard
     | MoveCard
     | DeleteCard
+    | CardCommand
+    | TaxonomyCommand
+    | PartCommand
+    | ReportWebhookDisabled
 )
-
-
-class RankChange(msgspec.Struct, array_like=True):
-    """A new rank for one item, sent when a list had to be rebalanced."""
-
-    id: uuid.UUID
-    rank: int
-
-
-class _Event(msgspec.Struct, kw_only=True, tag_field="kind", omit_defaults=True):
-    pass
 
 
 class BoardUpdated(_Event, tag="board.updated"):
@@ -124,7 +138,9 @@ class ColumnMoved(_Event, tag="column.moved"):
 
 class ColumnDeleted(_Event, tag="column.deleted"):
     column_id: uuid.UUID
-    card_ids: list[uuid.UUID] = []
+    card_ids: list[uuid.UUID] = []  # cards deleted with it
+    moved: list[Card] = []  # cards moved out of it, complete, in their new column
+    blob_keys: list[str] = []  # of the deleted cards' attachments (and thumbnails)
 
 
 class CardCreated(_Event, tag="card.created"):
@@ -147,6 +163,17 @@ class CardMoved(_Event, tag="card.moved"):
 
 class CardDeleted(_Event, tag="card.deleted"):
     card_id: uuid.UUID
+    blob_keys: list[str] = []  # of its attachments (and thumbnails), deletable after the commit
+
+
+class WebhookDisabled(_Event, tag="webhook.disabled"):
+    """A webhook of the board was disabled after failing (docs/WEBHOOKS.md); an admin may
+    enable it again."""
+
+    webhook_id: uuid.UUID
+    host: str  # of its URL (never the path or query, which may hold credentials)
+    reason: str
+    failures: int  # consecutive failed attempts
 
 
 Event = (
@@ -160,4 +187,8 @@ Event = (
     | CardUpdated
     | CardMoved
     | CardDeleted
+    | CardEvent
+    | TaxonomyEvent
+    | PartEvent
+    | WebhookDisabled
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -13,6 +14,11 @@ from aiohttp import web
 from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
 from protocol.model import CanonicalUUID, dec_hook
 from server.guard import Tier
+
+# A header value: visible ASCII, with spaces only inside (HTTP strips them at the ends). The same
+# pattern is in /openapi.json, in a dialect Python and ECMA-262 read alike.
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]([\x20-\x7e]{0,62}[\x21-\x7e])?$"
+IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
 class Body(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -135,8 +141,20 @@ class Route:
     idempotency_key: bool = False  # a board command: takes the Idempotency-Key header
     body_optional: bool = False  # the body may be left out (the cookie stands in for it)
     query: tuple[str, ...] = ()  # optional UUID query parameters
+    choices: tuple[tuple[str, tuple[str, ...]], ...] = ()  # optional query parameters: (name, values)
+    int_query: tuple[tuple[str, int, int], ...] = ()  # optional integer ones: (name, minimum, maximum)
     errors: tuple[int, ...] = ()  # statuses of this route's own refusals (409, 410, 415...)
 
     @property
     def rate_tier(self) -> Tier:
         return self.tier or Tier.for_method(self.method)
+
+
+def query_int(request: web.Request, name: str, low: int, high: int, default: int | None = None) -> int | None:
+    """An optional integer query parameter within [low, high]; anything else is 400."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or not low <= int(raw) <= high:
+        raise bad_request(f"{name} must be an integer from {low} to {high}")
+    return int(raw)

@@ -69,6 +69,9 @@ def node_report(registry: BoardRegistry) -> dict[str, Any]:
         "id": cluster.node_id,
         "redis": "ok" if bus.connected else "down",
         "boards_owned": len(registry.owned()),
+        # boards activated while Redis was unreachable, fenced by PostgreSQL alone until they
+        # claim their lease
+        "boards_unleased": max(0, len(registry) - len(registry.owned())),
         "leases": "held" if bus.connected else "at risk (Redis unreachable: renewals failing)",
         "remote_viewers": cluster.remote_viewer_count(),
         "viewers_of_remote_boards": cluster.proxied_count(),

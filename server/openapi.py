@@ -15,9 +15,9 @@ import msgspec
 
 from protocol.model import UUID_PATTERN
 from server.guard import Tier
-from server.http import Body, ErrorBody, Route
+from server.http import IDEMPOTENCY_KEY_PATTERN, Body, ErrorBody, Route
 from server.openapi_ops import OPERATIONS, Answer, Operation
-from server.rest import IDEMPOTENCY_KEY_PATTERN, ROUTES
+from server.rest import ROUTES
 
 _PARAM = re.compile(r"{(\w+)}")
 _INT32 = (-(2**31), 2**31 - 1)
@@ -41,7 +41,15 @@ TAGS: list[dict[str, str]] = [
     {"name": "columns", "description": "A board's columns"},
     {"name": "cards", "description": "A board's cards"},
     {"name": "members", "description": "A board's members and their roles"},
+    {"name": "settings", "description": "A board's rules (WIP limits)"},
+    {"name": "labels", "description": "A board's labels"},
+    {"name": "fields", "description": "A board's custom fields"},
+    {"name": "checklists", "description": "Checklists on cards"},
+    {"name": "items", "description": "Checklist items"},
+    {"name": "comments", "description": "Comments on cards"},
+    {"name": "commands", "description": "Any board command, as over the WebSocket"},
     {"name": "invitations", "description": "Invitation link tokens"},
+    {"name": "webhooks", "description": "A board's outgoing webhooks and their delivery attempts"},
     {"name": "realtime", "description": "The WebSocket endpoint"},
     {"name": "operations", "description": "Health, metrics and this document"},
 ]
@@ -158,7 +166,7 @@ def _tag(path: str) -> str:
 def _statuses(r: Route) -> set[int]:
     """The refusals a REST route can answer, by rule, plus the route's own."""
     out = set(r.errors) | {429}  # every REST route is rate limited
-    if r.body is not None or r.query or r.idempotency_key:
+    if r.body is not None or r.query or r.choices or r.int_query or r.idempotency_key:
         out.add(400)
     if r.body is not None:
         out.add(413)
@@ -198,17 +206,24 @@ def _int_formats(node: Any) -> None:
 
 
 def _path_parameters(path: str) -> list[dict[str, Any]]:
-    return [
-        {"name": p, "in": "path", "required": True, "schema": _UUID_SCHEMA}
-        for p in _PARAM.findall(path)
-    ]
+    return [{"name": p, "in": "path", "required": True, "schema": _UUID_SCHEMA} for p in _PARAM.findall(path)]
 
 
 def _rest_operation(r: Route, ref: dict[type[Any], dict[str, Any]]) -> dict[str, Any]:
     params = _path_parameters(r.path)
+    params += [{"name": q, "in": "query", "required": False, "schema": _UUID_SCHEMA} for q in r.query]
     params += [
-        {"name": q, "in": "query", "required": False, "schema": _UUID_SCHEMA}
-        for q in r.query
+        {"name": q, "in": "query", "required": False, "schema": {"type": "string", "enum": list(values)}}
+        for q, values in r.choices
+    ]
+    params += [
+        {
+            "name": q,
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": low, "maximum": high},
+        }
+        for q, low, high in r.int_query
     ]
     if r.idempotency_key:
         params.append(

@@ -6,11 +6,10 @@ Routes are declared once in ``ROUTES`` with their body and response types; the r
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import msgspec
 from aiohttp import web
@@ -29,7 +28,9 @@ from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
 from protocol.model import BoardInfo, BoardSnapshot, Card, Column, Text, Title, Uuid
 from server import accounts, membership
 from server.access import Action, Grant, User, authorize, current_user
+from server.api import cards, checklists, comments, ops, taxonomy, webhooks
 from server.http import (
+    IDEMPOTENCY_KEY,
     Body,
     Route,
     at_least_one,
@@ -43,10 +44,6 @@ from server.keys import MEMBERS, REGISTRY, REPO, SETTINGS
 from storage import BoardRepo, MemberRepo
 
 Visibility = Literal["private", "signed_in"]
-# A header value: visible ASCII, with spaces only inside (HTTP strips them at the ends). The same
-# pattern is in /openapi.json, in a dialect Python and ECMA-262 read alike.
-IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]([\x20-\x7e]{0,62}[\x21-\x7e])?$"
-IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 # ------------------------------------------------------------------ bodies
 
@@ -255,7 +252,16 @@ async def move_column(request: web.Request) -> web.Response:
 
 async def delete_column(request: web.Request) -> web.Response:
     col_id = path_uuid(request, "column_id")
-    await _execute(request, Action.WRITE, c.DeleteColumn(column_id=col_id))
+    policy = request.query.get("cards", "refuse")
+    if policy not in ("refuse", "move", "delete"):
+        raise bad_request("cards must be refuse, move or delete")
+    cards = cast(c.CardsPolicy, policy)
+    move_to = None
+    if "move_to" in request.query:
+        move_to = parse_uuid(request.query["move_to"])
+        if move_to is None:
+            raise bad_request("move_to is not a UUID in canonical form")
+    await _execute(request, Action.WRITE, c.DeleteColumn(column_id=col_id, cards=cards, move_to=move_to))
     return web.Response(status=204)
 
 
@@ -384,9 +390,11 @@ BOARD_ROUTES: list[Route] = [
         "DELETE",
         f"{_B}/columns/{{column_id}}",
         delete_column,
-        "Delete a column and its cards",
+        "Delete a column; one holding cards needs cards=move (with move_to) or cards=delete",
         status=204,
         idempotency_key=True,
+        query=("move_to",),
+        choices=(("cards", ("refuse", "move", "delete")),),
     ),
     Route(
         "POST",
@@ -424,4 +432,5 @@ BOARD_ROUTES: list[Route] = [
     ),
 ]
 
-ROUTES: list[Route] = accounts.ROUTES + BOARD_ROUTES + membership.ROUTES
+MODEL_ROUTES: list[Route] = cards.ROUTES + taxonomy.ROUTES + checklists.ROUTES + comments.ROUTES + ops.ROUTES
+ROUTES: list[Route] = accounts.ROUTES + BOARD_ROUTES + membership.ROUTES + webhooks.ROUTES + MODEL_ROUTES

@@ -148,11 +148,11 @@ class Connection(BoardRequests):
         if self._boards.pop(board_id, None) is not None:
             self.send(Left(board_id=board_id, reason=reason))
 
-    def refusal(self, board_id: uuid.UUID, cmd: Command) -> BoardcastError | None:
+    def refusal(self, board_id: uuid.UUID, cmd: Command, own: bool = True) -> BoardcastError | None:
         grant = self._boards.get(board_id)
         if grant is None:  # access revoked (the connection was told) or left since sending
             return BoardcastError(ErrorCode.NOT_JOINED, "not joined to this board")
-        return command_refusal(grant, cmd)
+        return command_refusal(grant, cmd, own)
 
     def joining(self, board_id: uuid.UUID) -> bool:
         return board_id in self._boards
