@@ -72,6 +72,9 @@ class Client:
     board_id: str
     column_id: str
     encoding: str = "msgpack"
+    # With a second column: a mixed storm (cards created, their descriptions edited, cards
+    # moved between the columns) instead of creations only.
+    other_column: str | None = None
     token: str | None = None
     ws: StampedWsClient | None = None
     model: BoardModel | None = None
@@ -87,6 +90,7 @@ class Client:
     connects: list[int] = field(default_factory=list)  # the node of each connection
     snapshots_on_resume: int = 0
     acked_more: asyncio.Event = field(default_factory=asyncio.Event)  # set on each new ack
+    ops: dict[str, dict[str, Any]] = field(default_factory=dict)  # rid -> its one command
     _pos: int = 0
 
     # ------------------------------------------------------------------ connection
@@ -202,7 +206,22 @@ class Client:
     # ------------------------------------------------------------------ commands
 
     def _op(self, rid: str) -> dict[str, Any]:
-        return {"op": "card.create", "column_id": self.column_id, "title": rid}
+        """The command of this request id: chosen once, so a retry sends the same one."""
+        op = self.ops.get(rid)
+        if op is None:
+            op = self.ops[rid] = self._choose(rid)
+        return op
+
+    def _choose(self, rid: str) -> dict[str, Any]:
+        i = int(rid.rsplit("-", 1)[1]) if rid.rsplit("-", 1)[-1].isdigit() else 0
+        cards = sorted(self.model.cards) if self.model is not None else []
+        if self.other_column is None or i % 3 == 0 or not cards:
+            return {"op": "card.create", "column_id": self.column_id, "title": rid}
+        card = cards[(i * 7919 + len(self.name)) % len(cards)]
+        if i % 3 == 1:
+            return {"op": "card.update", "card_id": card, "description": rid}
+        to = (self.column_id, self.other_column)[(i // 3) % 2]
+        return {"op": "card.move", "card_id": card, "column_id": to}
 
     async def settle(self, rids: list[str], deadline_s: float = 45.0) -> None:
         """Send these commands (pipelined) until each is acknowledged or finally refused,

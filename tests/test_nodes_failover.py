@@ -14,7 +14,7 @@ import pytest
 
 from tests.nodes import start_nodes
 from tests.storm import Client, check_storm
-from tests.test_nodes_convergence import new_board, spread
+from tests.test_nodes_convergence import new_board, new_column, spread
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -27,8 +27,10 @@ async def test_kill_9_of_the_owner_mid_storm_loses_nothing_acked_and_fails_over(
     prefix = f"{redis_prefix}-kill-{uuid.uuid4().hex[:8]}"
     async with start_nodes(3, tmp_path, database_url, redis_url, prefix) as nodes:
         bid, col = await new_board(nodes)
-        clients = spread(nodes, bid, col)
-        for c in clients:
+        other = await new_column(nodes, bid, 1, "d")
+        clients = spread(nodes, bid, col, other=other)  # a mixed storm
+        viewers = [Client(f"v{i}", nodes, i, bid, col) for i in range(3)]  # watching only
+        for c in [*clients, *viewers]:
             await c.connect()
         owner = await nodes.owner(bid)
         held = await nodes.lease(bid)
@@ -52,9 +54,9 @@ async def test_kill_9_of_the_owner_mid_storm_loses_nothing_acked_and_fails_over(
         print(f"\nfailover: {failover_s:.2f} s from kill -9 of the owner to the first accepted command")
         assert failover_s < 10, failover_s
 
-        survivors = [c for c in clients if c.home != owner.index]
-        moved = [c for c in clients if c.home == owner.index]
-        await check_storm(database_url, bid, clients, all_acked=True)
+        survivors = [c for c in [*clients, *viewers] if c.home != owner.index]
+        moved = [c for c in [*clients, *viewers] if c.home == owner.index]
+        await check_storm(database_url, bid, [*clients, *viewers], all_acked=True)
         new_owner = await nodes.owner(bid)
         again = await nodes.lease(bid)
         assert new_owner is not owner and again is not None and again[0] > held[0], (held, again)
@@ -66,7 +68,7 @@ async def test_kill_9_of_the_owner_mid_storm_loses_nothing_acked_and_fails_over(
             assert any(m["reason"] == "board_unavailable" for m in c.lefts), (c.name, c.lefts)
             assert c.connects[0] == c.home
         assert sum(len(c.acks) for c in clients) == PER_CLIENT * len(clients)
-        for c in clients:
+        for c in [*clients, *viewers]:
             await c.close()
 
 
