@@ -459,7 +459,11 @@ class Cluster:
         for viewer in viewers.values():
             self._metrics.remote_viewers.dec()
             if viewer.viewing:
-                viewer.leave()
+                # Told, not only dropped: a node taken for dead may be alive after all (paused,
+                # or its heartbeat lost with a Redis restart). Its viewers would otherwise stay
+                # joined to a board that sends them nothing more: a silent gap. If it is
+                # really dead, this waits in its inbox until that expires.
+                viewer.board_closed(viewer.board_id, "board_unavailable")
                 actor = self.registry.local(viewer.board_id)
                 if actor is not None:
                     actor.tell(Unsubscribe(conn_id=viewer.conn_id))
