@@ -91,6 +91,7 @@ class Client:
     snapshots_on_resume: int = 0
     acked_more: asyncio.Event = field(default_factory=asyncio.Event)  # set on each new ack
     ops: dict[str, dict[str, Any]] = field(default_factory=dict)  # rid -> its one command
+    made: int = 0  # commands numbered so far
     _pos: int = 0
 
     # ------------------------------------------------------------------ connection
@@ -273,11 +274,15 @@ class Client:
                 await asyncio.sleep(min(0.02 * attempt, 0.3))
 
     async def storm(self, count: int, burst: int = 3, stop: asyncio.Event | None = None) -> None:
-        """``count`` card.create commands in pipelined bursts (fewer if ``stop`` is set)."""
-        for b in range(0, count, burst):
+        """``count`` new commands in pipelined bursts (fewer if ``stop`` is set), numbered on
+        from this client's earlier storms."""
+        first = self.made
+        for b in range(first, first + count, burst):
             if stop is not None and stop.is_set():
                 return
-            await self.settle([f"{self.name}-{i}" for i in range(b, min(count, b + burst))])
+            rids = [f"{self.name}-{i}" for i in range(b, min(first + count, b + burst))]
+            self.made += len(rids)
+            await self.settle(rids)
 
     async def catch_up(self, seq: int, timeout_s: float = 30.0) -> None:
         """Wait until this client has applied every event up to ``seq`` (re-joining if the

@@ -149,3 +149,42 @@ async def test_a_paused_owner_past_its_lease_is_fenced_and_acks_nothing_twice(
         assert all(len(a.ack_seqs[r]) == 1 for r in held_rids)
         for x in (a, b, c):
             await x.close()
+
+
+async def test_a_paused_viewer_node_taken_for_dead_resyncs_its_viewers_when_it_wakes(
+    tmp_path: Path, database_url: str, redis_url: str, redis_prefix: str
+) -> None:
+    """A node that is not the owner is paused past its heartbeat TTL: the owner takes it for
+    dead and drops its viewers from the board. When it wakes, its viewers must not be left
+    joined to a board that no longer sends them anything (a silent gap): they follow the
+    board again, told `board_unavailable` and resuming if need be."""
+    prefix = f"{redis_prefix}-vstop-{uuid.uuid4().hex[:8]}"
+    async with start_nodes(3, tmp_path, database_url, redis_url, prefix, FAST) as nodes:
+        bid, col = await new_board(nodes)
+        writer = Client("w", nodes, 0, bid, col)
+        await writer.connect()
+        owner = await nodes.owner(bid)
+        writer.home = owner.index
+        if writer.connects != [owner.index]:
+            await writer.connect()
+        sleeper = next(n for n in nodes.nodes if n is not owner)
+        watcher = Client("v", nodes, sleeper.index, bid, col)  # a viewer only
+        await watcher.connect()
+        await writer.storm(6)
+        sleeper.pause()
+        await writer.storm(6)
+        # the owner notices: its remote viewer gone from /health (another process: polled)
+        async with asyncio.timeout(10):
+            while True:
+                if (await owner.health(nodes.http))["node"]["remote_viewers"] == 0:
+                    break
+                await asyncio.sleep(0.1)
+        assert "viewer_node_gone" in owner.log()
+        sleeper.resume()
+        await writer.storm(6)
+        s = await check_storm(database_url, bid, [writer, watcher], all_acked=True)
+        assert watcher.model is not None and watcher.model.seq == s.seqs[-1]
+        # told to join again (rather than left joined to a board that sends it nothing)
+        assert [m["reason"] for m in watcher.lefts] == ["board_unavailable"], watcher.lefts
+        for c in (writer, watcher):
+            await c.close()
