@@ -12,7 +12,8 @@ that epochs never go back while the counter lives. The epoch orders the claims o
 the same node cannot extend a newer one). It is not what fences commits: that is the board's
 epoch in PostgreSQL (``BoardRepo.claim_epoch``), which the activation takes after winning the
 lease, so that a lost Redis (a failover that forgot the counter) can never let two
-activations commit. This module is the Redis half; it is not yet wired into the registry.
+activations commit. The registry claims a lease before it activates a board (actors/registry.py);
+on a server node the keeper thread (actors/keeper.py) renews them.
 
 Keys carry a hash tag per board (``{prefix}:{b:<board id>}:<name>``), so that all keys of one
 board share a Redis Cluster slot: a script may touch several of them on a cluster, and the
