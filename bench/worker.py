@@ -277,6 +277,8 @@ async def read_writer(wc: WriterConn, win: Window) -> None:
                 elif m.type == "error" and m.rid is not None:
                     wc.inflight -= 1
                     wc.errors[m.code or "?"] += 1
+                elif m.type == "left":  # the board stopped (or moved): counted, not re-joined
+                    wc.errors[f"left:{m.reason}"] += 1
             wc.free.set()
         elif frame.type in _ENDED:
             wc.closed = f"{ws.close_code}"
