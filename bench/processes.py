@@ -38,6 +38,17 @@ async def children_owned(srv: ServerProcess, children: int, max_s: float = 30.0)
     return seen
 
 
+async def watch_split(srv: ServerProcess, children: int, most: dict[str, int]) -> None:
+    """Keep in ``most`` the children's ``boards_owned`` when they owned the most boards in all
+    (every board is active once its writer joined; one that lost its lease drops out)."""
+    while True:
+        owned = await children_owned(srv, children)
+        if sum(owned.values()) > sum(most.values()):
+            most.clear()
+            most.update(owned)
+        await asyncio.sleep(0.5)
+
+
 async def processes(b: Bench) -> dict[str, Any]:
     p = b.params
     out = _out(
@@ -70,11 +81,16 @@ async def processes(b: Bench) -> dict[str, Any]:
                 srv = servers[name]
                 mine, boards = boards[: p.many_boards], boards[p.many_boards :]
                 workers = _writers(b, f"processes-{name}-", srv, [x.conn_spec() for x in mine], p.many_procs)
-                run = await b.run_window(workers, srv)
+                owned: dict[str, int] = {}
+                watch = asyncio.create_task(watch_split(srv, children[name], owned))
+                try:
+                    run = await b.run_window(workers, srv)
+                finally:
+                    watch.cancel()
+                    await asyncio.gather(watch, return_exceptions=True)
                 r = _commands_run(run, p.window_s)
                 cpu_s = (run.server_cpu_pct or 0.0) / 100
                 seqs = [seq for res in run.results for seq in res["last_ack_seq"].values()]
-                owned = await children_owned(srv, children[name]) if "--processes" in srv.args else {}
                 r.update(
                     server_pids=len(srv.pids()),
                     per_server_cpu_s=r["commands_per_s"] / cpu_s if cpu_s else None,
