@@ -656,7 +656,12 @@ class BoardActor(Actor):
 
     async def _delete(self, msg: DeleteBoard) -> None:
         st = self._board
-        seq = await self._repo.delete_board(self.board_id, msg.author)
+        try:
+            seq = await self._repo.delete_board(self.board_id, msg.author, self._epoch)
+        except FencedOut:
+            self._log.warning("delete_fenced_out", epoch=self._epoch)
+            self._fence_out([])
+            raise _fenced_out() from None
         self._log.info("board_deleted", by=str(msg.author))
         gone = EventMsg(
             board_id=self.board_id,

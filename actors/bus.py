@@ -26,15 +26,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 import structlog
-from redis.exceptions import RedisError
 
-from actors.lease import RedisClient
+from actors.lease import REDIS_ERRORS, RedisClient
 from actors.metrics import Metrics
 from protocol.bus import Frames, Item, Parcel
 from protocol.model import dec_hook
@@ -113,18 +113,19 @@ class Bus:
         """Send what is queued (briefly), stop reading and say goodbye (the heartbeat key is
         removed, so others see this node gone at once rather than after its TTL)."""
         self._closing = True
-        tasks = [*self._tasks, *(lk.task for lk in self._links.values() if lk.task)]
-        for task in tasks:
+        writers = [lk.task for lk in self._links.values() if lk.task is not None and not lk.task.done()]
+        for link in self._links.values():
+            link.wake.set()
+        # The writers finish what is queued and stop; never cut off in the middle of a write
+        # (a parcel written but not yet taken off the queue would be sent twice).
+        if writers:
+            await asyncio.wait(writers, timeout=2.0)
+        for task in [*self._tasks, *writers]:
             task.cancel()
-        for task in tasks:
+        for task in [*self._tasks, *writers]:
             with contextlib.suppress(BaseException):
                 await task
-        with contextlib.suppress(RedisError, OSError, TimeoutError):
-            async with asyncio.timeout(2.0):
-                for dest, link in self._links.items():
-                    if link.items:
-                        await self._flush(dest, link)
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_ERRORS):
             await self._redis.delete(self._key(self.node_id, "alive"))
             await self._redis.zrem(self._nodes_key, self.node_id)
             await self._redis.delete(self._key(self.node_id, "in"))
@@ -151,7 +152,7 @@ class Bus:
         else:
             link.wake.set()
 
-    def send_frame(self, dest: str, frame: bytes, conn_id: str) -> None:
+    def send_frame(self, dest: str, board_id: uuid.UUID, frame: bytes, conn_id: str) -> None:
         """A frame for one connection on ``dest``; the same frame for several connections
         (one broadcast) travels once."""
         link = self._links.get(dest)
@@ -160,11 +161,13 @@ class Bus:
             if isinstance(last, Frames) and last.frame is frame:
                 last.conns.append(conn_id)
                 return
-        self.send(dest, Frames(frame=frame, conns=[conn_id]))
+        self.send(dest, Frames(board_id=board_id, frame=frame, conns=[conn_id]))
 
     async def _write(self, dest: str, link: _Link) -> None:
         while True:
             if not link.items:
+                if self._closing:
+                    return
                 link.wake.clear()
                 try:
                     async with asyncio.timeout(30.0):
@@ -178,8 +181,10 @@ class Bus:
                     await self._flush(dest, link)
                     self._ok()
                     break
-                except (RedisError, OSError) as e:
+                except REDIS_ERRORS as e:
                     self._failed("bus_write_failed", e)
+                    if self._closing:
+                        return
                     await asyncio.sleep(0.2)
 
     async def _flush(self, dest: str, link: _Link) -> None:
@@ -207,7 +212,7 @@ class Bus:
             try:
                 got = await self._redis.xread({key: last}, count=256, block=1000)
                 self._ok()
-            except (RedisError, OSError) as e:
+            except REDIS_ERRORS as e:
                 self._failed("bus_read_failed", e)
                 await asyncio.sleep(0.2)
                 continue
@@ -257,7 +262,7 @@ class Bus:
                         pipe.zadd(self._nodes_key, {self.node_id: time.time()})
                     await pipe.execute()
                 self._ok()
-            except (RedisError, OSError) as e:
+            except REDIS_ERRORS as e:
                 self._failed("bus_heartbeat_failed", e)
             assert self._on_beat is not None
             try:

@@ -47,9 +47,10 @@ from actors.metrics import Metrics
 from actors.remote import RemoteViewer, ViewerPolicy
 from actors.runtime import ActorStopped
 from protocol import bus as b
+from protocol import model
 from protocol.codec import CODECS, MSGPACK
 from protocol.errors import BoardcastError, ErrorCode
-from protocol.model import BoardSnapshot, Card, Column, dec_hook
+from protocol.model import BoardSnapshot, dec_hook
 
 if TYPE_CHECKING:
     from actors.registry import BoardRegistry
@@ -61,10 +62,18 @@ _RESULT = msgspec.msgpack.Decoder(b.ExecuteResult, dec_hook=dec_hook)
 _SNAPSHOT = msgspec.msgpack.Decoder(BoardSnapshot, dec_hook=dec_hook)
 _INT = msgspec.msgpack.Decoder(int)
 _BYTES = msgspec.msgpack.Decoder(bytes)
-_ENTITIES: dict[str, msgspec.msgpack.Decoder[Any]] = {
-    "column": msgspec.msgpack.Decoder(Column),
-    "card": msgspec.msgpack.Decoder(Card),
-}
+_ENTITIES: dict[str, msgspec.msgpack.Decoder[Any]] = {}
+
+
+def _entity_decoder(kind: str) -> msgspec.msgpack.Decoder[Any]:
+    """The decoder of a REST reply's entity, by the name of its protocol.model Struct."""
+    decoder = _ENTITIES.get(kind)
+    if decoder is None:
+        struct = getattr(model, kind, None)
+        if not (isinstance(struct, type) and issubclass(struct, msgspec.Struct)):
+            raise ValueError(f"unknown entity kind {kind!r}")
+        decoder = _ENTITIES[kind] = msgspec.msgpack.Decoder(struct, dec_hook=dec_hook)
+    return decoder
 _CODECS_BY_NAME = {c.name: c for c in CODECS.values()}
 
 
@@ -110,7 +119,8 @@ class Cluster:
         self._viewers: dict[str, Subscriber] = {}  # local connections viewing remote boards
         self._proxied: dict[str, dict[uuid.UUID, set[str]]] = {}  # owner -> board -> conn ids
         # owning side
-        self._remote: dict[str, dict[str, RemoteViewer]] = {}  # node -> conn id -> viewer
+        # node -> (conn id, board) -> viewer
+        self._remote: dict[str, dict[tuple[str, uuid.UUID], RemoteViewer]] = {}
         self._checking = False
         self._adopting = False
 
@@ -283,7 +293,7 @@ class Cluster:
             r = _RESULT.decode(data)
             entity = None
             if r.entity_kind is not None:
-                entity = _ENTITIES[r.entity_kind].decode(bytes(r.entity))
+                entity = _entity_decoder(r.entity_kind).decode(bytes(r.entity))
             return CommandResult(seq=r.seq, duplicate=r.duplicate, event=r.event, entity=entity)
         if sent.kind == "subscribe":
             return _INT.decode(data)
@@ -293,15 +303,20 @@ class Cluster:
             return _BYTES.decode(data)
         return None
 
-    def _on_frames(self, item: b.Frames) -> None:
+    def _on_frames(self, src: str, item: b.Frames) -> None:
+        # Only to viewers who view that board through that node: a frame from a node that
+        # lost the board (it was paused, then resumed) must not reach a viewer who joined it
+        # elsewhere since.
+        conns = self._proxied.get(src, {}).get(item.board_id)
+        if not conns:
+            return
         for conn_id in item.conns:
-            sub = self._viewers.get(conn_id)
-            if sub is not None:
+            if conn_id in conns and (sub := self._viewers.get(conn_id)) is not None:
                 sub.send_frame(item.frame)
 
-    def _on_control(self, item: b.Control) -> None:
+    def _on_control(self, src: str, item: b.Control) -> None:
         sub = self._viewers.get(item.conn_id)
-        if sub is None:
+        if sub is None or item.conn_id not in self._proxied.get(src, {}).get(item.board_id, ()):
             return
         if item.op == "closed":
             self._unproxy(item.board_id, item.conn_id)
@@ -367,25 +382,24 @@ class Cluster:
             case b.ExecuteBody():
                 origin = None
                 if body.conn_id is not None:
-                    origin = self._remote.get(src, {}).get(body.conn_id)
-                    if origin is None or board_id not in origin.grants:
+                    origin = self._remote.get(src, {}).get((body.conn_id, board_id))
+                    if origin is None or not origin.viewing:
                         return None
                 return Execute(author=body.author, rid=body.rid, cmd=body.cmd, origin=origin)
             case b.SubscribeBody():
                 viewers = self._remote.setdefault(src, {})
-                viewer = viewers.get(body.conn_id)
-                if viewer is None:
-                    codec = _CODECS_BY_NAME.get(body.codec, MSGPACK)
-                    viewer = viewers[body.conn_id] = RemoteViewer(
-                        src, body.conn_id, body.user_id, body.user_name, codec, self.bus, self._policy
-                    )
+                if (body.conn_id, board_id) not in viewers:
                     self._metrics.remote_viewers.inc()
-                viewer.joining_board(board_id)
+                codec = _CODECS_BY_NAME.get(body.codec, MSGPACK)
+                # a new one for each join: a re-join starts from "joining" again
+                viewer = viewers[(body.conn_id, board_id)] = RemoteViewer(
+                    src, board_id, body.conn_id, body.user_id, body.user_name, codec, self.bus, self._policy
+                )
                 return Subscribe(sub=viewer, rid=body.rid, since_seq=body.since_seq)
             case b.UnsubscribeBody():
-                viewer = self._remote.get(src, {}).get(body.conn_id)
-                if viewer is not None:
-                    viewer.grants.pop(board_id, None)
+                leaving = self._remote.get(src, {}).get((body.conn_id, board_id))
+                if leaving is not None:
+                    leaving.leave()
                 return Unsubscribe(conn_id=body.conn_id)
             case b.PresenceBody():
                 return SetPresenceState(conn_id=body.conn_id, state=body.state)
@@ -414,7 +428,7 @@ class Cluster:
         value = fut.result()
         if isinstance(value, CommandResult):
             entity = value.entity
-            kind = "column" if isinstance(entity, Column) else "card" if isinstance(entity, Card) else None
+            kind = None if entity is None else type(entity).__name__
             value = b.ExecuteResult(
                 seq=value.seq,
                 duplicate=value.duplicate,
@@ -430,24 +444,24 @@ class Cluster:
         log.warning("viewer_node_gone", node=node, viewers=len(viewers))
         for viewer in viewers.values():
             self._metrics.remote_viewers.dec()
-            for board_id in list(viewer.grants):
-                actor = self.registry.local(board_id)
+            if viewer.viewing:
+                viewer.leave()
+                actor = self.registry.local(viewer.board_id)
                 if actor is not None:
                     actor.tell(Unsubscribe(conn_id=viewer.conn_id))
-            viewer.grants.clear()
 
     # ------------------------------------------------------------------ bus callbacks
 
     def _on_item(self, src: str, item: b.Item) -> None:
         match item:
             case b.Frames():
-                self._on_frames(item)
+                self._on_frames(src, item)
             case b.Request():
                 self._on_request(src, item)
             case b.Reply():
                 self._on_reply(src, item)
             case b.Control():
-                self._on_control(item)
+                self._on_control(src, item)
 
     def _on_gap(self, src: str) -> None:
         self._resync_owner(src, "gap")
@@ -455,8 +469,8 @@ class Cluster:
     def _on_beat(self) -> None:
         # Viewers that left every board here are forgotten.
         for node, viewers in list(self._remote.items()):
-            for conn_id in [c for c, v in viewers.items() if not v.grants]:
-                del viewers[conn_id]
+            for key in [k for k, v in viewers.items() if not v.viewing]:
+                del viewers[key]
                 self._metrics.remote_viewers.dec()
             if not viewers:
                 del self._remote[node]

@@ -44,11 +44,13 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 log = structlog.get_logger(__name__)
 
 RedisClient = Redis | RedisCluster
+# What a Redis call raises when Redis (or a cluster: no node reachable) cannot answer.
+REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
 
 DEFAULT_TTL_S = 2.0
 DEFAULT_RENEW_S = 0.5
@@ -261,7 +263,7 @@ class BoardLeases:
             try:
                 async with asyncio.timeout(max(0.001, current.deadline - time.monotonic())):
                     renewed = await self.renew(current)
-            except (RedisError, OSError, TimeoutError) as e:
+            except (*REDIS_ERRORS, TimeoutError) as e:
                 log.warning("lease_renew_failed", board_id=str(lease.board_id), error=repr(e))
                 continue  # tried again at the next interval, or lost at the deadline
             if renewed is None:

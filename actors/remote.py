@@ -1,4 +1,5 @@
-"""A viewer whose connection lives on another node, as the board's owner sees it.
+"""A viewer whose connection lives on another node, as the board's owner sees it (one per
+connection and board).
 
 The owner's board actor treats it like any local connection (see
 :class:`actors.messages.Subscriber`): what the board sends it (the `joined`, acks, events,
@@ -45,13 +46,14 @@ _JOINING = object()  # a board whose Subscribe is on its way: no grant yet
 
 
 class RemoteViewer:
-    """One connection of another node (``node``), for the boards of this node it views."""
+    """One connection of another node (``node``) viewing one board of this node."""
 
-    __slots__ = ("_bus", "_policy", "codec", "conn_id", "grants", "node", "user_id", "user_name")
+    __slots__ = ("_bus", "_policy", "board_id", "codec", "conn_id", "grant", "node", "user_id", "user_name")
 
     def __init__(
         self,
         node: str,
+        board_id: uuid.UUID,
         conn_id: str,
         user_id: uuid.UUID,
         user_name: str,
@@ -60,46 +62,50 @@ class RemoteViewer:
         policy: ViewerPolicy,
     ) -> None:
         self.node = node
+        self.board_id = board_id
         self.conn_id = conn_id
         self.user_id = user_id
         self.user_name = user_name
         self.codec = codec
         self._bus = bus
         self._policy = policy
-        self.grants: dict[uuid.UUID, object] = {}
+        # None: not (or no longer) viewing; _JOINING until the board has read its access
+        self.grant: object | None = _JOINING
 
-    def joining_board(self, board_id: uuid.UUID) -> None:
-        self.grants.setdefault(board_id, _JOINING)
+    @property
+    def viewing(self) -> bool:
+        return self.grant is not None
+
+    def leave(self) -> None:
+        self.grant = None
 
     def send(self, msg: ServerMessage) -> None:
         self.send_frame(self.codec.frame([self.codec.encode(msg)]))
 
     def send_frame(self, frame: bytes) -> None:
-        self._bus.send_frame(self.node, frame, self.conn_id)
+        self._bus.send_frame(self.node, self.board_id, frame, self.conn_id)
 
     def board_closed(self, board_id: uuid.UUID, reason: str) -> None:
-        if self.grants.pop(board_id, None) is not None:
+        if self.grant is not None:
+            self.grant = None
             self._bus.send(
                 self.node, Control(conn_id=self.conn_id, board_id=board_id, op="closed", reason=reason)
             )
 
     def joining(self, board_id: uuid.UUID) -> bool:
-        return board_id in self.grants
+        return self.grant is not None
 
     def access_changed(self, board_id: uuid.UUID, grant: object | None) -> bool:
-        if board_id not in self.grants:
+        if self.grant is None:
             return False
         keeps = self._policy.keeps(grant)
-        if keeps:
-            self.grants[board_id] = grant
-        else:
-            del self.grants[board_id]
+        self.grant = grant if keeps else None
         raw = msgspec.Raw(self._policy.encode_grant(grant))
         self._bus.send(self.node, Control(conn_id=self.conn_id, board_id=board_id, op="access", grant=raw))
         return keeps
 
     def refusal(self, board_id: uuid.UUID, cmd: Command) -> BoardcastError | None:
-        grant = self.grants.get(board_id)
+        grant = self.grant
         if grant is None or grant is _JOINING:
             return BoardcastError(ErrorCode.NOT_JOINED, "not joined to this board")
         return self._policy.refusal(grant, cmd)

@@ -93,7 +93,7 @@ class ExecuteResult(msgspec.Struct, kw_only=True):
     seq: int
     duplicate: bool
     event: EventMsg | None = None
-    entity_kind: str | None = None  # "column" | "card"
+    entity_kind: str | None = None  # the name of the entity's protocol.model Struct
     entity: msgspec.Raw = NIL
 
 
@@ -110,6 +110,7 @@ class Frames(_Item, tag="frames"):
     """One WebSocket frame (already built for the connections' codec) for connections of the
     receiving process."""
 
+    board_id: uuid.UUID  # the board that sent it (a receiver drops it if the viewer moved on)
     frame: bytes
     conns: list[str]
 

@@ -13,8 +13,10 @@ import aiohttp
 import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
+from redis.asyncio.cluster import RedisCluster
 
 from actors import BoardRegistry, BoardSettings, Metrics, make_board_factory
+from actors.lease import new_node_id
 from protocol.errors import HTTP_STATUS, BoardcastError, CloseCode, ErrorCode
 from server.access import DEV_USER, User, grants
 from server.auth import Authenticator
@@ -222,12 +224,16 @@ async def _identity(app: web.Application) -> AsyncIterator[None]:
                 metrics=metrics,
             )
         app[AUTH] = Authenticator(s, app[IDENTITY], metrics, oidc)
-        app[GUARD] = Guard(s, RateLimiter(app[REDIS], s.redis_prefix), metrics)
+        limiter_cluster = bus_redis(s) if s.redis_cluster else None
+        assert limiter_cluster is None or isinstance(limiter_cluster, RedisCluster)
+        app[GUARD] = Guard(s, RateLimiter(app[REDIS], s.redis_prefix, cluster=limiter_cluster), metrics)
         try:
             yield
         finally:
             if oidc is not None:
                 await oidc.close()
+            if limiter_cluster is not None:
+                await limiter_cluster.aclose()
 
 
 async def _actors(app: web.Application) -> AsyncIterator[None]:
@@ -239,7 +245,9 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
     )
     factory = make_board_factory(app[REPO], app[METRICS], board, functools.partial(grants, app[MEMBERS]))
     redis = bus_redis(s)
-    cluster = build_cluster(s, redis, app[METRICS])
+    # A node id per app, not per process: tests run several servers in one process, and each
+    # is a node of its own.
+    cluster = build_cluster(s, redis, app[METRICS], new_node_id())
     registry = BoardRegistry(factory, app[METRICS], cluster)
     app[REGISTRY] = registry
     live = app[CONNECTIONS] = LiveConnections(s.heartbeat_s, app[IDENTITY])

@@ -48,7 +48,7 @@ from storage import MemberRepo
 log = structlog.get_logger(__name__)
 
 _conn_counter = itertools.count(1)
-_NODE = os.urandom(3).hex()
+_NODE = os.urandom(5).hex()  # connection ids are unique across the nodes of a cluster
 
 
 class ConnState(enum.Enum):
