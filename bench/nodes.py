@@ -58,7 +58,8 @@ async def cluster(
         nodes += await asyncio.gather(*(b.start_server("boardcast", settings) for _ in range(n - 1)))
         yield nodes
     finally:
-        for i, srv in enumerate(nodes):
+        # the owner last, so that no node sees it go while it still has viewers of its boards
+        for i, srv in reversed(list(enumerate(nodes))):
             out["server"][f"node{i + 1}"] = {**await b.stop_server(srv), "settings": srv.settings}
 
 
