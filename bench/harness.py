@@ -487,4 +487,14 @@ def metrics_delta(m0: dict[str, float], m1: dict[str, float]) -> dict[str, Any]:
         "actor_restarts": d("boardcast_actor_restarts_total"),
         "http_statuses": by_label("boardcast_http_requests_total{", "status"),
         "rate_limit_outcomes": by_label("boardcast_rate_limit_decisions_total{", "outcome"),
+        # several nodes (summed over the nodes of the window): where forwarding spends its time
+        "mean_forward_ms": {
+            kind: ratio(d(f"boardcast_forward_latency_seconds_sum{{kind={kind}}}"), n, 1000)
+            for kind, n in by_label("boardcast_forward_latency_seconds_count{", "kind").items()
+        },
+        "bus_items_sent": d("boardcast_bus_items_sent_total"),
+        "bus_items_dropped": d("boardcast_bus_items_dropped_total"),
+        "bus_gaps": d("boardcast_bus_gaps_total"),
+        "lease_events": by_label("boardcast_lease_events_total{", "event"),
+        "resyncs": by_label("boardcast_resyncs_total{", "reason"),
     }

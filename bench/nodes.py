@@ -214,8 +214,9 @@ async def nodes_commands(b: Bench) -> dict[str, Any]:
                     r,
                     f"{r['commands_per_s']:,.0f} acked cmd/s ({p.writers} writers), "
                     f"{r['per_server_cpu_s'] or 0:,.0f} per server CPU-s, mean group commit "
-                    f"{_num(m.get('mean_commit_batch'))} cmds, errors {r['errors']}, unanswered "
-                    f"{r['unanswered_after_drain']}, owned {owned}, nodes cpu {node_cpu(run)}, "
+                    f"{_num(m.get('mean_commit_batch'))} cmds, forwarded round trip "
+                    f"{_num(m.get('mean_forward_ms', {}).get('execute'))} ms, errors {r['errors']}, "
+                    f"unanswered {r['unanswered_after_drain']}, owned {owned}, nodes cpu {node_cpu(run)}, "
                     f"cpu: {_cpu(run)}",
                 )
     out["summary"] = per_node_count(out, "commands_per_s")
@@ -292,7 +293,9 @@ async def nodes_latency(b: Bench) -> dict[str, Any]:
                     r,
                     f"send->event p50 {_num(r['event_p50_ms'])} p99 {_num(r['event_p99_ms'])} ms "
                     f"(max {_num(r['event_max_ms'])}), send->ack p50 {_num(r['ack_p50_ms'])} p99 "
-                    f"{_num(r['ack_p99_ms'])} ms, rate {r['achieved_rate'] or 0:,.0f}/s, missing "
+                    f"{_num(r['ack_p99_ms'])} ms, forwarded command round trip "
+                    f"{_num(run.metrics.get('mean_forward_ms', {}).get('execute'))} ms mean, "
+                    f"rate {r['achieved_rate'] or 0:,.0f}/s, missing "
                     f"{r['missing_events']}/{r['missing_acks']}, gaps {r['seq_gaps']}, owned {owned}, "
                     f"nodes cpu {node_cpu(run)}, cpu: {_cpu(run)}",
                 )
