@@ -95,6 +95,11 @@ class BoardState:
                 del self.cards[card.id]
                 self._dirty_cards.add(card.id)
                 return c.CardDeleted(card_id=card.id)
+            case c.ReportWebhookDisabled():
+                # Nothing of the board's rows changes: the event is the news.
+                return c.WebhookDisabled(
+                    webhook_id=cmd.webhook_id, host=cmd.host, reason=cmd.reason, failures=cmd.failures
+                )
         raise BoardcastError(ErrorCode.UNKNOWN_TYPE, f"unknown command {type(cmd).__name__}")
 
     def take_batch(self, base_seq: int, epoch: int) -> Batch:

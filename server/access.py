@@ -62,13 +62,15 @@ class Action(enum.Enum):
     ADMIN = "admin"  # board settings, members, invitations
     DELETE = "delete"  # delete the board
     TRANSFER = "transfer"  # hand ownership to another member
+    WEBHOOKS = "manage webhooks of"  # create, change, delete webhooks; see their deliveries
+    SYSTEM = "act as the server on"  # commands only the server itself sends; no role has it
 
 
 _ALLOWED: dict[str, frozenset[Action]] = {
     "viewer": frozenset({Action.READ}),
     "member": frozenset({Action.READ, Action.WRITE}),
-    "admin": frozenset({Action.READ, Action.WRITE, Action.ADMIN}),
-    "owner": frozenset(Action),
+    "admin": frozenset({Action.READ, Action.WRITE, Action.ADMIN, Action.WEBHOOKS}),
+    "owner": frozenset(Action) - {Action.SYSTEM},
 }
 
 
@@ -90,8 +92,13 @@ def current_user(request: web.Request) -> User:
 
 
 def action_for(cmd: commands.Command) -> Action:
-    """What a board command needs: board settings are admin work, the rest is writing."""
-    return Action.ADMIN if isinstance(cmd, commands.UpdateBoard) else Action.WRITE
+    """What a board command needs: board settings are admin work, what only the server says
+    nobody's, the rest is writing."""
+    if isinstance(cmd, commands.UpdateBoard):
+        return Action.ADMIN
+    if isinstance(cmd, commands.ReportWebhookDisabled):
+        return Action.SYSTEM
+    return Action.WRITE
 
 
 def role_allows(role: str, action: Action) -> bool:

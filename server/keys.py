@@ -11,9 +11,10 @@ from aiohttp import web
 
 from actors import BoardRegistry, Metrics
 from server.config import Settings
-from storage import BoardRepo, IdentityRepo, MemberRepo
+from storage import BoardRepo, IdentityRepo, MemberRepo, WebhookRepo
 
 if TYPE_CHECKING:
+    from jobs import Dispatcher, GuardedResolver
     from server.access import User
     from server.auth import Authenticator
     from server.guard import Guard
@@ -31,6 +32,9 @@ REGISTRY = web.AppKey("registry", BoardRegistry)
 CONNECTIONS: web.AppKey[LiveConnections] = web.AppKey("connections")
 AUTH: web.AppKey[Authenticator] = web.AppKey("auth")
 GUARD: web.AppKey[Guard] = web.AppKey("guard")
+WEBHOOK_REPO = web.AppKey("webhook_repo", WebhookRepo)
+WEBHOOK_GUARD: web.AppKey[GuardedResolver] = web.AppKey("webhook_guard")  # the SSRF guard
+WEBHOOKS: web.AppKey[Dispatcher | None] = web.AppKey("webhooks")  # None: this node does not deliver
 
 # Per request, set by the guard middleware.
 USER: web.RequestKey[User] = web.RequestKey("user")  # absent for an anonymous caller

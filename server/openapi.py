@@ -42,6 +42,7 @@ TAGS: list[dict[str, str]] = [
     {"name": "cards", "description": "A board's cards"},
     {"name": "members", "description": "A board's members and their roles"},
     {"name": "invitations", "description": "Invitation link tokens"},
+    {"name": "webhooks", "description": "A board's outgoing webhooks and their delivery attempts"},
     {"name": "realtime", "description": "The WebSocket endpoint"},
     {"name": "operations", "description": "Health, metrics and this document"},
 ]
@@ -158,7 +159,7 @@ def _tag(path: str) -> str:
 def _statuses(r: Route) -> set[int]:
     """The refusals a REST route can answer, by rule, plus the route's own."""
     out = set(r.errors) | {429}  # every REST route is rate limited
-    if r.body is not None or r.query or r.idempotency_key:
+    if r.body is not None or r.query or r.int_query or r.idempotency_key:
         out.add(400)
     if r.body is not None:
         out.add(413)
@@ -209,6 +210,15 @@ def _rest_operation(r: Route, ref: dict[type[Any], dict[str, Any]]) -> dict[str,
     params += [
         {"name": q, "in": "query", "required": False, "schema": _UUID_SCHEMA}
         for q in r.query
+    ]
+    params += [
+        {
+            "name": q,
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": low, "maximum": high},
+        }
+        for q, low, high in r.int_query
     ]
     if r.idempotency_key:
         params.append(

@@ -32,6 +32,14 @@ class OidcHealth(msgspec.Struct, kw_only=True):
     last_error: str | None
 
 
+class WebhooksHealth(msgspec.Struct, kw_only=True):
+    dispatching: bool  # this node delivers webhooks
+    in_flight: int  # webhooks this node is delivering to now
+    behind: int  # active webhooks (of every node) with events still to deliver
+    events_behind: int  # events after their cursors
+    disabled: int
+
+
 class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
     status: Literal["ok", "degraded"]
     version: str
@@ -41,6 +49,7 @@ class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
     oidc: OidcHealth | msgspec.UnsetType = msgspec.UNSET  # when an OIDC provider is configured
     boards_active: int
     connections: int
+    webhooks: WebhooksHealth | msgspec.UnsetType = msgspec.UNSET  # while PostgreSQL answers
 
 
 # ------------------------------------------------------------------ the table

@@ -1,7 +1,8 @@
 """Two activations of one board on one database (two servers that do not see each other's
-leases, or one paused process and its replacement): each activation takes a new epoch, and a commit of the older one is fenced out.
-Its senders are told `unavailable`, its viewers `board_unavailable`, nothing it held is acked
-or stored, and a viewer who joins again reaches the board as the newer activation left it."""
+leases, or one paused process and its replacement): each activation takes a new epoch, and a
+commit of the older one is fenced out. Its senders are told `unavailable`, its viewers
+`board_unavailable`, nothing it held is acked or stored, and a viewer who joins again reaches
+the board as the newer activation left it."""
 
 from __future__ import annotations
 

@@ -18,7 +18,9 @@ pytestmark = pytest.mark.timeout(30)
 
 async def test_buckets_on_a_cluster_allow_their_burst_then_refuse(redis_cluster_nodes) -> None:
     prefix = f"bctest-rl-{uuid.uuid4().hex[:8]}"
-    clients = [RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in redis_cluster_nodes]) for _ in range(2)]
+    clients = [
+        RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in redis_cluster_nodes]) for _ in range(2)
+    ]
     seed = Redis(host=redis_cluster_nodes[0][0], port=redis_cluster_nodes[0][1])
     try:
         a, b = (RateLimiter(seed, prefix, cluster=c) for c in clients)

@@ -1,0 +1,1 @@
+"""REST route modules by area; each has a ``ROUTES`` table (server/rest.py joins them)."""
