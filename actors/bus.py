@@ -34,6 +34,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from actors.keeper import Keeper
 from actors.lease import REDIS_ERRORS, RedisClient
 from actors.metrics import Metrics
 from protocol.bus import Frames, Item, Parcel
@@ -98,6 +99,8 @@ class Bus:
         self._on_beat: Callable[[], None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        # A keeper thread writes the heartbeat when given (see actors/keeper.py)
+        self.keeper: Keeper | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -266,7 +269,13 @@ class Bus:
     async def _beat(self) -> None:
         alive = self._key(self.node_id, "alive")
         ttl_ms = max(1, round(self.heartbeat_ttl_s * 1000))
+        if self.keeper is not None:
+            self.keeper.heartbeat(alive, ttl_ms, self._nodes_key if self.serves else None, self.node_id)
         while True:
+            if self.keeper is not None:
+                self._beat_callback()
+                await asyncio.sleep(self.heartbeat_s)
+                continue
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     pipe.set(alive, str(time.time()), px=ttl_ms)
@@ -276,12 +285,15 @@ class Bus:
                 self._ok()
             except REDIS_ERRORS as e:
                 self._failed("bus_heartbeat_failed", e)
-            assert self._on_beat is not None
-            try:
-                self._on_beat()
-            except Exception:
-                log.exception("bus_beat_failed")
+            self._beat_callback()
             await asyncio.sleep(self.heartbeat_s)
+
+    def _beat_callback(self) -> None:
+        assert self._on_beat is not None
+        try:
+            self._on_beat()
+        except Exception:
+            log.exception("bus_beat_failed")
 
     async def alive(self, node_ids: list[str]) -> dict[str, bool]:
         """Which of these nodes still beat (one single-key read each, pipelined)."""

@@ -131,9 +131,13 @@ class Cluster:
         self._registry = registry
 
     def start(self) -> None:
+        if self.bus.keeper is not None:
+            self.bus.keeper.start()
         self.bus.start(self._on_item, self._on_gap, self._on_beat)
 
     async def close(self) -> None:
+        if self.bus.keeper is not None:
+            await self.bus.keeper.stop()  # before the heartbeat key goes
         await self.bus.close()
 
     @property

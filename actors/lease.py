@@ -12,7 +12,8 @@ that epochs never go back while the counter lives. The epoch orders the claims o
 the same node cannot extend a newer one). It is not what fences commits: that is the board's
 epoch in PostgreSQL (``BoardRepo.claim_epoch``), which the activation takes after winning the
 lease, so that a lost Redis (a failover that forgot the counter) can never let two
-activations commit. This module is the Redis half; it is not yet wired into the registry.
+activations commit. The registry claims a lease before it activates a board (actors/registry.py);
+on a server node the keeper thread (actors/keeper.py) renews them.
 
 Keys carry a hash tag per board (``{prefix}:{b:<board id>}:<name>``), so that all keys of one
 board share a Redis Cluster slot: a script may touch several of them on a cluster, and the
@@ -46,6 +47,8 @@ import structlog
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+
+from actors.keeper import Keeper
 
 log = structlog.get_logger(__name__)
 
@@ -106,6 +109,8 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+RENEW_SCRIPT = _RENEW  # for the keeper thread (actors/keeper.py)
 
 # KEYS[1] lease; ARGV[1] the value we hold. Compare-and-delete.
 _RELEASE = """
@@ -195,6 +200,9 @@ class BoardLeases:
         self._release = _Script(redis, _RELEASE)
         self._kept: dict[uuid.UUID, KeptLease] = {}
         self._renewer: asyncio.Task[None] | None = None
+        # A keeper thread renews for us when given (a server node); without one (a test of
+        # the leases alone) an asyncio task does.
+        self.keeper: Keeper | None = None
 
     def lease_key(self, board_id: uuid.UUID) -> str:
         return board_key(self._prefix, board_id, "lease")
@@ -257,11 +265,32 @@ class BoardLeases:
         if previous is not None:
             self._let_go(previous, lost=False)
         self._kept[lease.board_id] = kept
+        if self.keeper is not None:
+            self._keep_in_thread(self.keeper, kept)
+            return kept
         if self._renewer is None or self._renewer.done():
             self._renewer = asyncio.get_running_loop().create_task(self._renew_all(), name="lease-renewer")
         return kept
 
+    def _keep_in_thread(self, keeper: Keeper, kept: KeptLease) -> None:
+        board_id = kept.lease.board_id
+
+        def renewed(sent: float) -> None:
+            if self._kept.get(board_id) is kept and not kept.ended.done():
+                kept.current = Lease(board_id, self.node_id, kept.lease.epoch, self._deadline(sent))
+                if kept.on_renewed is not None:
+                    kept.on_renewed(kept.current)
+
+        def lost() -> None:
+            if self._kept.get(board_id) is kept:
+                log.warning("lease_lost", board_id=str(board_id), epoch=kept.lease.epoch)
+                self._let_go(kept, lost=True)
+
+        keeper.hold(board_id, self.lease_key(board_id), kept.lease.value, kept.lease.deadline, renewed, lost)
+
     def _let_go(self, kept: KeptLease, lost: bool) -> None:
+        if self.keeper is not None:
+            self.keeper.let_go(kept.lease.board_id)
         if self._kept.get(kept.current.board_id) is kept:
             del self._kept[kept.current.board_id]
         if not kept.ended.done():

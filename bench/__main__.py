@@ -4,6 +4,7 @@ python -m bench                      # every scenario, median of 3 runs
 python -m bench --quick              # one run each, smaller sizes
 python -m bench --scenario latency   # one scenario (repeatable option)
 python -m bench --scenario auth_overhead   # REST reads with and without sign-in + rate limits
+python -m bench --scenario failover        # kill -9 of a board's owner -> first accepted command
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from typing import Any
 import uvloop
 
 from bench.auth_overhead import auth_overhead
+from bench.failover import failover
 from bench.harness import FULL, NOISY_OTHER_CPU_PCT, QUICK, Bench
+from bench.nodes import nodes_commands, nodes_fanout, nodes_latency
+from bench.processes import processes
 from bench.report import markdown_table
 from bench.scenarios import SCENARIOS as CORE_SCENARIOS
 from bench.services import machine_info
@@ -31,8 +35,18 @@ from bench.storm import reconnect_storm
 RESULTS = Path(__file__).resolve().parent / "results"
 # The realtime core's scenarios, then what sign-in and rate limits add (which needs their
 # helpers, so it lives in a module of its own and joins the list here), then the reconnect
-# storm (driven phase by phase, also in a module of its own).
-SCENARIOS = {**CORE_SCENARIOS, "auth_overhead": auth_overhead, "reconnect_storm": reconnect_storm}
+# storm (driven phase by phase, also in a module of its own), then several nodes: the core
+# workloads spread over a cluster, a failover, and `serve --processes 2`.
+SCENARIOS = {
+    **CORE_SCENARIOS,
+    "auth_overhead": auth_overhead,
+    "reconnect_storm": reconnect_storm,
+    "nodes_fanout": nodes_fanout,
+    "nodes_commands": nodes_commands,
+    "nodes_latency": nodes_latency,
+    "failover": failover,
+    "processes": processes,
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

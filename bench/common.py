@@ -28,6 +28,7 @@ class Msg(msgspec.Struct):
     rid: str | None = None
     seq: int | None = None
     code: str | None = None
+    reason: str | None = None  # of a `left`
 
 
 # A server frame holds one message or an array of them (see protocol.codec.Codec.batch).

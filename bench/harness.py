@@ -26,7 +26,9 @@ from bench.services import (
     BenchError,
     ServerProcess,
     Worker,
+    bench_redis_prefix,
     create_database,
+    delete_redis_prefix,
     drop_database,
     postgres_version,
     summarize_log,
@@ -62,6 +64,7 @@ class Params:
     storm_procs: int = 2
     storm_cards: int = 50
     storm_changes: int = 10  # commands made while the viewers are away (the resume replays them)
+    failover_runs: int = 5  # failover: owners killed, one after the other (the median is reported)
     cards: int = 20
     columns: int = 2
     max_inflight: int = 256
@@ -105,6 +108,7 @@ QUICK = dataclasses.replace(
     rest_concurrency=16,
     auth_rounds=3,
     storm_viewers=300,
+    failover_runs=2,
 )
 
 
@@ -135,6 +139,7 @@ class WindowRun:
     machine_cpu_pct: float
     metrics: dict[str, Any]
     cpu_by_group: dict[str, float]  # % of one core during the window: server, load, postgres, other
+    node_cpu_pct: list[float] = dataclasses.field(default_factory=list)  # each server of the window
 
 
 def _cpu_by_pid(pids: list[int]) -> dict[int, float]:
@@ -201,6 +206,10 @@ class Bench:
         self._workers: list[Worker] = []
         self._n = 0
         self.noisy_windows = 0
+        # Every server of the run keys its Redis state (leases, node heartbeats, inboxes) under
+        # this prefix: the run's servers form one cluster of their own, apart from any other
+        # Boardcast on the same Redis, and the keys are deleted at the end.
+        self.redis_prefix = bench_redis_prefix()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -243,6 +252,11 @@ class Bench:
             with contextlib.suppress(Exception):
                 await srv.stop()
         self._servers.clear()
+        if self.redis_url:
+            try:
+                await delete_redis_prefix(self.redis_url, self.redis_prefix)
+            except Exception as e:
+                self.progress(f"could not delete the Redis keys under {self.redis_prefix}: {e!r}")
         if self._admin_url and self._db_name:
             try:
                 await drop_database(self._admin_url, self._db_name)
@@ -255,17 +269,24 @@ class Bench:
 
     # ------------------------------------------------------------------ servers
 
-    async def start_server(self, kind: str, settings: dict[str, str] | None = None) -> ServerProcess:
+    async def start_server(
+        self, kind: str, settings: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> ServerProcess:
         """A ``kind`` server; ``settings`` (BOARDCAST_* variables) go over the bench's defaults
-        (:data:`bench.services.CORE_SETTINGS`)."""
-        srv = ServerProcess(kind, self.tmp / f"server-{kind}-{len(self._servers)}.log", settings)
+        (:data:`bench.services.CORE_SETTINGS` and the run's Redis prefix); ``args`` after
+        ``boardcast serve`` (``--processes 2``)."""
+        settings = {"BOARDCAST_REDIS_PREFIX": self.redis_prefix, **(settings or {})}
+        self._n += 1
+        log = self.tmp / f"server-{self._n:03d}-{kind}.log"
+        srv = ServerProcess(kind, log, settings, args)
         self._servers.append(srv)
         env = {**os.environ, "DATABASE_URL": self.db_url, "REDIS_URL": self.redis_url}
         await srv.start(env, self.params.outbound_queue)
         return srv
 
-    async def stop_server(self, srv: ServerProcess) -> dict[str, Any]:
-        crashed = not srv.alive()
+    async def stop_server(self, srv: ServerProcess, killed: bool = False) -> dict[str, Any]:
+        """Stop ``srv`` (``killed``: the scenario killed it, so its being gone is no news)."""
+        crashed = not srv.alive() and not killed
         code = await srv.stop()
         if srv in self._servers:
             self._servers.remove(srv)
@@ -300,20 +321,25 @@ class Bench:
         server: ServerProcess | None,
         ready_timeout: float = 90,
         result_timeout: float = 60,
+        others: tuple[ServerProcess, ...] = (),
     ) -> WindowRun:
         """Start the workers, wait until all are ready, then give them one common window:
-        load starts at ``start``, is measured from ``t0`` (after warm-up) to ``t1``."""
+        load starts at ``start``, is measured from ``t0`` (after warm-up) to ``t1``. The
+        ``others`` (more nodes of the cluster) count as server too: CPU and /metrics are
+        summed over ``server`` and them."""
         p = self.params
+        nodes = ([server] if server else []) + list(others)
         await self.start_workers(workers)
         readies = await asyncio.gather(*(w.ready(ready_timeout) for w in workers))
-        m0 = await server.metrics() if server else {}
+        m0 = await _summed_metrics(nodes)
         start = time.monotonic() + 0.3
         t0 = start + p.warmup_s
         t1 = t0 + p.window_s
         for w in workers:
             w.send({"cmd": "go", "start": start, "t0": t0, "t1": t1})
+        node_pids = [srv.pids() for srv in nodes]
         groups = {
-            "server": [server.pid] if server else [],
+            "server": [pid for pids in node_pids for pid in pids],
             "load": [os.getpid(), *(w.proc.pid for w in workers if w.proc is not None)],
         }
         await sleep_until(t0)
@@ -323,9 +349,13 @@ class Bench:
         c1 = cpu_snapshot(groups)
         machine = psutil.cpu_percent(None)
         results = await asyncio.gather(*(w.result(result_timeout) for w in workers))
-        m1 = await server.metrics() if server else {}
+        m1 = await _summed_metrics(nodes)
         await self.reap()
         used = cpu_used(c0, c1, p.window_s)
+        per_node = [
+            sum(c1["server"].get(pid, 0.0) - c0["server"].get(pid, 0.0) for pid in pids) / p.window_s * 100
+            for pids in node_pids
+        ]
         if used["other"] > NOISY_OTHER_CPU_PCT:
             self.noisy_windows += 1
             self.progress(
@@ -333,7 +363,9 @@ class Bench:
                 "the machine is not quiet, numbers are unreliable"
             )
         server_cpu = used["server"] if server else None
-        return WindowRun(list(readies), list(results), server_cpu, machine, metrics_delta(m0, m1), used)
+        return WindowRun(
+            list(readies), list(results), server_cpu, machine, metrics_delta(m0, m1), used, per_node
+        )
 
     # ------------------------------------------------------------------ boards over REST
 
@@ -400,6 +432,16 @@ async def _ok(r: aiohttp.ClientResponse, status: int) -> dict[str, Any]:
     return body
 
 
+async def _summed_metrics(nodes: list[ServerProcess]) -> dict[str, float]:
+    """Every node's /metrics samples added up (counters and sums add; so do the few gauges
+    the deltas read)."""
+    total: dict[str, float] = {}
+    for m in await asyncio.gather(*(srv.metrics() for srv in nodes)):
+        for k, v in m.items():
+            total[k] = total.get(k, 0.0) + v
+    return total
+
+
 def metrics_delta(m0: dict[str, float], m1: dict[str, float]) -> dict[str, Any]:
     """What the server did during one window, from two /metrics scrapes."""
     if not m1:
@@ -445,4 +487,14 @@ def metrics_delta(m0: dict[str, float], m1: dict[str, float]) -> dict[str, Any]:
         "actor_restarts": d("boardcast_actor_restarts_total"),
         "http_statuses": by_label("boardcast_http_requests_total{", "status"),
         "rate_limit_outcomes": by_label("boardcast_rate_limit_decisions_total{", "outcome"),
+        # several nodes (summed over the nodes of the window): where forwarding spends its time
+        "mean_forward_ms": {
+            kind: ratio(d(f"boardcast_forward_latency_seconds_sum{{kind={kind}}}"), n, 1000)
+            for kind, n in by_label("boardcast_forward_latency_seconds_count{", "kind").items()
+        },
+        "bus_items_sent": d("boardcast_bus_items_sent_total"),
+        "bus_items_dropped": d("boardcast_bus_items_dropped_total"),
+        "bus_gaps": d("boardcast_bus_gaps_total"),
+        "lease_events": by_label("boardcast_lease_events_total{", "event"),
+        "resyncs": by_label("boardcast_resyncs_total{", "reason"),
     }

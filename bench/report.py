@@ -15,6 +15,12 @@ TARGETS: dict[str, tuple[str, Callable[[float], bool]]] = {
     # reconnect_storm: seconds until the last viewer has resumed, server CPU ms per connect + join
     "reconnect_storm": ("< 2 s", lambda v: v < 2),
     "reconnect_storm_cpu": ("≤ 0.3 ms", lambda v: v <= 0.3),
+    # several nodes: % more server CPU per delivery / command than one node; cross-node p99;
+    # seconds from kill -9 to the first accepted command; --processes 2 / one process
+    "nodes": ("forwarding < 30 % more CPU", lambda v: v < 30),
+    "nodes_latency": ("p99 < 10 ms", lambda v: v < 10),
+    "failover": ("< 3 s", lambda v: v < 3),
+    "processes": ("> 1.6x", lambda v: v > 1.6),
 }
 
 
@@ -45,11 +51,14 @@ def _row(*cells: str) -> str:
 
 
 def _vs(
-    *measures: dict[str, Any], fmt: Callable[[float | None], str] = _n, base: str = "baseline"
+    *measures: dict[str, Any],
+    fmt: Callable[[float | None], str] = _n,
+    base: str = "baseline",
+    boardcast: str = "boardcast",
 ) -> list[str]:
     """The Boardcast, baseline and ratio cells of one or more summary entries (several: "a / b")."""
     return [
-        " / ".join(fmt(m["boardcast"]) for m in measures),
+        " / ".join(fmt(m[boardcast]) for m in measures),
         " / ".join(fmt(m[base]) for m in measures),
         " / ".join(_ratio(m["ratio"]) for m in measures),
     ]
@@ -142,6 +151,84 @@ def _storm_rows(result: dict[str, Any]) -> list[str]:
             target("reconnect_storm_cpu", s["resume_server_cpu_ms_per_join"]["boardcast"]),
         ),
     ]
+
+
+def _nodes_rows(sc: dict[str, Any]) -> list[str]:
+    """Several nodes: each spread against one node, the cross-node latency against the
+    owner's, the failover time and ``--processes 2`` against one process."""
+    rows: list[str] = []
+    for name, what, key in (
+        ("nodes_fanout", "deliveries/s", "deliveries_per_s"),
+        ("nodes_commands", "acked commands/s", "commands_per_s"),
+    ):
+        if name not in sc:
+            continue
+        s, np = sc[name]["summary"], sc[name]["params"]
+        size = f"{np['viewers']} viewers" if "viewers" in np else f"{np['writers']} writers"
+        one = s.get("1_node", {})
+        for k in (2, 3):
+            m = s.get(f"{k}_nodes")
+            if m is None:
+                continue
+            pct = m["cpu_overhead_pct"]
+            rows.append(
+                _row(
+                    f"{name} ({size} on {k} nodes; baseline: on 1)" if k == 2 else name,
+                    f"{what} on {k} nodes (per server CPU-s: {_n(m['per_server_cpu_s'])} vs "
+                    f"{_n(one.get('per_server_cpu_s'))}; "
+                    f"{'-' if pct is None else f'{pct:+.0f} %'} CPU per unit)",
+                    _n(m[key]),
+                    _n(one.get(key)),
+                    _ratio(m["per_cpu_ratio_to_1_node"]),
+                    "" if pct is None else _target("nodes", pct),
+                )
+            )
+    if "nodes_latency" in sc:
+        s, lp = sc["nodes_latency"]["summary"], sc["nodes_latency"]["params"]
+        ev50, ev99 = s["event_p50_ms"], s["event_p99_ms"]
+        for label, m50, m99, target in (
+            ("send → event", ev50, ev99, True),
+            ("send → ack", s["ack_p50_ms"], s["ack_p99_ms"], False),
+        ):
+            rows.append(
+                _row(
+                    f"nodes_latency ({lp['viewers']} viewers on 2 nodes, {lp['rate_per_s']:,.0f} cmd/s)"
+                    if target
+                    else "nodes_latency",
+                    f"{label} p50 / p99 (ms), writer on the other node (baseline: on the owner)",
+                    *_vs(m50, m99, fmt=_ms, boardcast="other_node", base="owner"),
+                    _target("nodes_latency", m99["other_node"]) if target else "",
+                )
+            )
+    if "failover" in sc:
+        s, fp = sc["failover"]["summary"], sc["failover"]["params"]
+        first = s["first_ack_after_kill_s"]
+        rows.append(
+            _row(
+                f"failover ({fp['runs']} runs, default settings)",
+                "kill -9 of the owner → first accepted command on another node (s; max "
+                f"{_ms(first['max'])}; told to leave after {_ms(s['left_after_kill_s']['boardcast'])})",
+                _ms(first["boardcast"]),
+                "-",
+                "-",
+                _target("failover", first["boardcast"]),
+            )
+        )
+    if "processes" in sc:
+        s, pp = sc["processes"]["summary"], sc["processes"]["params"]
+        c = s["commands_per_s"]
+        rows.append(
+            _row(
+                f"processes ({pp['boards']} boards, 1 writer each)",
+                "acked commands/s, `serve --processes 2` (baseline: `serve`); per server CPU-s "
+                f"{_n(s['per_server_cpu_s']['two_processes'])} vs {_n(s['per_server_cpu_s']['one_process'])}",
+                _n(c["two_processes"]),
+                _n(c["one_process"]),
+                _ratio(c["ratio"]),
+                _target("processes", c["ratio"]),
+            )
+        )
+    return rows
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -251,6 +338,7 @@ def markdown_table(results: dict[str, Any]) -> str:
         rows.extend(_auth_rows(sc["auth_overhead"]))
     if "reconnect_storm" in sc:
         rows.extend(_storm_rows(sc["reconnect_storm"]))
+    rows.extend(_nodes_rows(sc))
     for name, err in results.get("failed", {}).items():
         rows.append(_row(name, f"failed: {err[:80]}", "", "", "", ""))
     for note in results.get("notes", []):

@@ -2,9 +2,12 @@
 
 Roles (``spec["role"]``):
 
-- ``viewers``  N connections join boards and count what arrives (messages, frames, seq gaps).
+- ``viewers``  N connections join boards and count what arrives (messages, frames, seq gaps);
+               with ``urls``, connection i goes to server i % len(urls) (nodes of a cluster).
 - ``writer``   connections that each pipeline commands (at most ``max_inflight`` unanswered)
-               to one board, counting acks.
+               to one board, counting acks; a connection's ``url`` overrides the spec's.
+- ``failover`` one client that keeps joining and commanding one board through a node's death
+               (:mod:`bench.failover_client`).
 - ``paced``    one writer connection sending at a fixed rate plus one observer connection
                on the same board: send->ack and send->event latency per command (by ``rid``).
 - ``idle``     N connections that join a board and then do nothing until told to stop.
@@ -25,7 +28,7 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,14 +157,15 @@ async def read_viewer(vc: ViewerConn, st: ViewerStats, win: Window) -> None:
 
 async def connect_many(
     session: aiohttp.ClientSession,
-    url: str,
+    urls: list[str],
     boards: list[str],
     n: int,
     concurrency: int,
     tag: str,
     deadline: float,
 ) -> tuple[list[tuple[aiohttp.ClientWebSocketResponse, int]], Counter[str]]:
-    """Open and join ``n`` connections (board i % len(boards)), at most ``concurrency`` at once."""
+    """Open and join ``n`` connections (board i % len(boards), server i % len(urls)), at most
+    ``concurrency`` at once."""
     sem = asyncio.Semaphore(concurrency)
     opened: list[tuple[aiohttp.ClientWebSocketResponse, int]] = []
     failures: Counter[str] = Counter()
@@ -173,7 +177,7 @@ async def connect_many(
                 return
             ws = None
             try:
-                ws = await open_ws(session, url)
+                ws = await open_ws(session, urls[i % len(urls)])
                 seq = await handshake(ws, boards[i % len(boards)], f"{tag}-j{i}", timeout=60)
                 opened.append((ws, seq))
             except Exception as e:
@@ -195,7 +199,7 @@ async def join_viewers(
     t_start = time.monotonic()
     pairs, failures = await connect_many(
         session,
-        spec["url"],
+        spec.get("urls") or [spec["url"]],  # viewers spread over several nodes: one URL each
         spec["boards"],
         spec["n"],
         spec.get("concurrency", 32),
@@ -273,6 +277,8 @@ async def read_writer(wc: WriterConn, win: Window) -> None:
                 elif m.type == "error" and m.rid is not None:
                     wc.inflight -= 1
                     wc.errors[m.code or "?"] += 1
+                elif m.type == "left":  # the board stopped (or moved): counted, not re-joined
+                    wc.errors[f"left:{m.reason}"] += 1
             wc.free.set()
         elif frame.type in _ENDED:
             wc.closed = f"{ws.close_code}"
@@ -308,7 +314,7 @@ async def role_writer(spec: dict[str, Any], ctl: Control) -> dict[str, Any]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         conns: list[WriterConn] = []
         for j, c in enumerate(spec["conns"]):
-            ws = await open_ws(session, spec["url"])
+            ws = await open_ws(session, c.get("url", spec["url"]))  # a connection may name its node
             await handshake(ws, c["board_id"], f"{spec['tag']}-j{j}", timeout=30)
             conns.append(WriterConn(ws, c["board_id"], c["cards"], c["columns"]))
         readers = [asyncio.create_task(read_writer(wc, win)) for wc in conns]
@@ -754,6 +760,15 @@ ROLES = {
 }
 
 
+def _role(name: str) -> Callable[[dict[str, Any], Control], Awaitable[dict[str, Any]]]:
+    if name == "failover":
+        # a module of its own that imports this one, so loaded only when asked for
+        from bench.failover_client import role_failover
+
+        return role_failover
+    return ROLES[name]
+
+
 async def main(spec: dict[str, Any]) -> int:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -761,7 +776,7 @@ async def main(spec: dict[str, Any]) -> int:
     ctl = Control(reader)
     try:
         async with asyncio.timeout(spec.get("max_s", 120)):
-            result = await ROLES[spec["role"]](spec, ctl)
+            result = await _role(spec["role"])(spec, ctl)
     except TimeoutError:
         emit({"event": "error", "error": f"worker exceeded its {spec.get('max_s', 120)} s limit"})
         return 3

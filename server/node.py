@@ -16,7 +16,8 @@ from actors import NODE_ID, BoardLeases, BoardRegistry, CommandResult, Execute, 
 from actors.board import BoardActor
 from actors.bus import Bus
 from actors.cluster import Cluster
-from actors.lease import RedisClient, new_node_id
+from actors.keeper import Keeper
+from actors.lease import RENEW_SCRIPT, RedisClient, new_node_id
 from protocol.commands import Command
 from protocol.model import BoardSnapshot
 from server.access import GrantPolicy
@@ -41,6 +42,21 @@ def bus_redis(settings: Settings) -> RedisClient:
     return plain
 
 
+def keeper_redis(settings: Settings) -> Any:
+    """The keeper thread's synchronous client (its own connections, off the event loop), with
+    timeouts below the lease TTL so that a silent Redis cannot hold a renewal past it."""
+    import redis
+    import redis.cluster
+
+    assert settings.redis_url
+    timeout = settings.lease_ttl_s / 2
+    if settings.redis_cluster:
+        return redis.cluster.RedisCluster.from_url(
+            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+    return redis.Redis.from_url(settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+
 def build_cluster(
     settings: Settings, redis: RedisClient, metrics: Metrics, node_id: str = NODE_ID, *, serves: bool = True
 ) -> Cluster:
@@ -56,6 +72,14 @@ def build_cluster(
         heartbeat_ttl_s=settings.node_ttl_s,
         serves=serves,
     )
+    if serves:
+        keeper = Keeper(
+            keeper_redis(settings),
+            RENEW_SCRIPT,
+            settings.lease_ttl_s,
+            min(settings.lease_renew_s, settings.node_heartbeat_s),
+        )
+        leases.keeper = bus.keeper = keeper
     return Cluster(bus, leases, GrantPolicy(), metrics, request_timeout_s=settings.ask_timeout_s)
 
 
