@@ -139,7 +139,10 @@ class Keeper:
                 if nodes_key is not None:
                     pipe.zadd(nodes_key, {member: time.time()})
             for _board, h in held:
-                pipe.eval(self._script, 1, h.key, h.value, str(self._ttl_ms))
+                # EVAL as a raw command: redis-py's ClusterPipeline blocks its eval() method
+                # (a TypeError on every round: each lease lost after its TTL on a Redis
+                # Cluster), while the raw command is routed to its key's node like any other.
+                pipe.execute_command("EVAL", self._script, 1, h.key, h.value, str(self._ttl_ms))
             replies = pipe.execute()
         except Exception as e:  # Redis unreachable, a cluster reshuffle...: retried next time
             if self.last_error is None:
