@@ -55,12 +55,18 @@ def node_key(prefix: str, node_id: str, name: str) -> str:
 class _Link:
     """What this process has queued for one destination."""
 
-    __slots__ = ("dropped", "items", "n", "task", "wake")
+    __slots__ = ("dropped", "gap", "items", "n", "pending", "task", "wake")
 
     def __init__(self) -> None:
         self.items: deque[Item] = deque()
-        self.n = 0
+        self.n = 0  # the number of the last parcel written
         self.dropped = 0  # how often the queue was dropped
+        self.gap = False  # the next parcel skips a number: items were dropped
+        # The parcel being written: (its number, how many queued items it holds, the drop
+        # count when it was made, its bytes). A failed write is retried with these very
+        # bytes, never re-made from the queue: the failed write may have landed, and a
+        # receiver drops a second parcel of the same number as a copy.
+        self.pending: tuple[int, int, int, bytes] | None = None
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
@@ -152,7 +158,7 @@ class Bus:
             self._metrics.bus_dropped.inc(len(link.items))
             log.warning("bus_queue_dropped", dest=dest, items=len(link.items))
             link.items.clear()
-            link.n += 1
+            link.gap = True
             link.dropped += 1
         link.items.append(item)
         if link.task is None or link.task.done():
@@ -173,7 +179,7 @@ class Bus:
 
     async def _write(self, dest: str, link: _Link) -> None:
         while True:
-            if not link.items:
+            if not link.items and link.pending is None:
                 if self._closing:
                     return
                 link.wake.clear()
@@ -181,7 +187,7 @@ class Bus:
                     async with asyncio.timeout(30.0):
                         await link.wake.wait()
                 except TimeoutError:
-                    if not link.items:
+                    if not link.items and link.pending is None:
                         return  # the link (and its numbering) stays; a new send starts a writer
                 continue
             while True:
@@ -197,19 +203,24 @@ class Bus:
 
     async def _flush(self, dest: str, link: _Link) -> None:
         """Write everything queued for ``dest`` as one parcel (kept queued if Redis fails)."""
-        items = list(link.items)
-        dropped = link.dropped
-        data = _ENCODER.encode(Parcel(src=self.node_id, n=link.n + 1, items=items))
+        if link.pending is None:
+            items = list(link.items)
+            n = link.n + (2 if link.gap else 1)
+            link.gap = False
+            data = _ENCODER.encode(Parcel(src=self.node_id, n=n, items=items))
+            link.pending = (n, len(items), link.dropped, data)
+        n, count, dropped, data = link.pending
         key = self._key(dest, "in")
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.xadd(key, {"m": data}, maxlen=self._max_inbox, approximate=True)
             pipe.pexpire(key, self._inbox_ttl_ms)
             await pipe.execute()
-        link.n += 1
+        link.pending = None
+        link.n = n
         if link.dropped == dropped:
-            for _ in items:  # what was queued meanwhile stays for the next parcel
+            for _ in range(count):  # what was queued meanwhile stays for the next parcel
                 link.items.popleft()
-        self._metrics.bus_sent.inc(len(items))
+        self._metrics.bus_sent.inc(count)
 
     # ------------------------------------------------------------------ receiving
 
