@@ -282,22 +282,26 @@ class Bus:
         ttl_ms = max(1, round(self.heartbeat_ttl_s * 1000))
         if self.keeper is not None:
             self.keeper.heartbeat(alive, ttl_ms, self._nodes_key if self.serves else None, self.node_id)
+            # The keeper's first round is an interval away, and a node answers requests before
+            # that: one beat now, or a viewer joining at once is taken for dead by the owner
+            # of its board (its presence dropped, the viewer told to join again).
+            await self._write_beat(alive, ttl_ms)
         while True:
-            if self.keeper is not None:
-                self._beat_callback()
-                await asyncio.sleep(self.heartbeat_s)
-                continue
-            try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    pipe.set(alive, str(time.time()), px=ttl_ms)
-                    if self.serves:
-                        pipe.zadd(self._nodes_key, {self.node_id: time.time()})
-                    await pipe.execute()
-                self._ok()
-            except REDIS_ERRORS as e:
-                self._failed("bus_heartbeat_failed", e)
+            if self.keeper is None:
+                await self._write_beat(alive, ttl_ms)
             self._beat_callback()
             await asyncio.sleep(self.heartbeat_s)
+
+    async def _write_beat(self, alive: str, ttl_ms: int) -> None:
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.set(alive, str(time.time()), px=ttl_ms)
+                if self.serves:
+                    pipe.zadd(self._nodes_key, {self.node_id: time.time()})
+                await pipe.execute()
+            self._ok()
+        except REDIS_ERRORS as e:
+            self._failed("bus_heartbeat_failed", e)
 
     def _beat_callback(self) -> None:
         assert self._on_beat is not None
