@@ -18,8 +18,6 @@ from tests.wsclient import WsClient, new_rid
 
 pytestmark = pytest.mark.timeout(60)
 
-FAST = {"BOARDCAST_NODE_HEARTBEAT_S": "0.25", "BOARDCAST_NODE_TTL_S": "1"}
-
 
 def presence(ws: WsClient, bid: str) -> dict[str, dict[str, Any]]:
     """Who views the board as this connection was told: its last `joined` reply's viewers
@@ -57,7 +55,7 @@ async def test_presence_spans_nodes_and_a_dead_nodes_viewers_disappear(
     tmp_path: Path, database_url: str, redis_url: str, redis_prefix: str
 ) -> None:
     prefix = f"{redis_prefix}-presence-{uuid.uuid4().hex[:8]}"
-    async with start_nodes(3, tmp_path, database_url, redis_url, prefix, FAST) as nodes:
+    async with start_nodes(3, tmp_path, database_url, redis_url, prefix) as nodes:
         bid, _ = await new_board(nodes)
         a = await viewer(nodes, 0)
         assert (await a.join(bid))["type"] == "joined"
@@ -90,9 +88,9 @@ async def test_presence_spans_nodes_and_a_dead_nodes_viewers_disappear(
         killed = time.monotonic()
         await nodes[1].kill()
         for w in (a, c):
-            await until_presence(w, bid, {k: v for k, v in moved.items() if k != ids[b]}, timeout=10)
+            await until_presence(w, bid, {k: v for k, v in moved.items() if k != ids[b]}, timeout=15)
         gone_s = time.monotonic() - killed
-        print(f"\na dead node's viewer left presence {gone_s:.2f} s after kill -9 (node TTL 1 s)")
-        assert gone_s < 5, gone_s
+        print(f"\na dead node's viewer left presence {gone_s:.2f} s after kill -9 (node TTL 2 s)")
+        assert gone_s < 6, gone_s
         for w in (a, b, c):
             await w.close()
