@@ -1,0 +1,1 @@
+"""REST route modules by area, each with its ``ROUTES`` table (server/rest.py joins them)."""

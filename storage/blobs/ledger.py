@@ -1,0 +1,61 @@
+"""What PostgreSQL knows about blobs: which are referenced, which were uploaded and not yet
+committed, and which a commit dropped (migration 0006).
+
+- ``blob_uploads``: a row is written before a blob is stored and removed once the row that
+  refers to it has committed. A row that stays (the process died between upload and commit, or
+  the commit was refused) marks an orphan the sweeper removes after a grace period.
+- ``blob_trash``: filled by a trigger on ``attachments`` in the very transaction that deletes
+  the row (an ``attachment.delete``, a card, column or board deletion cascading), so a blob is
+  trashed exactly when, and only after, the commit that drops it; the trigger also notifies
+  ``boardcast_blob_trash``, which PostgreSQL delivers at commit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import asyncpg
+
+TRASH_CHANNEL = "boardcast_blob_trash"
+
+
+class BlobLedger:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def record_uploads(self, keys: Sequence[str], board_id: uuid.UUID | None) -> None:
+        await self._pool.execute(
+            "INSERT INTO blob_uploads (key, board_id) SELECT unnest($1::text[]), $2 ON CONFLICT DO NOTHING",
+            list(keys),
+            board_id,
+        )
+
+    async def forget_uploads(self, keys: Sequence[str]) -> None:
+        await self._pool.execute("DELETE FROM blob_uploads WHERE key = ANY($1::text[])", list(keys))
+
+    async def stale_uploads(self, older_than_s: float, limit: int) -> list[str]:
+        rows = await self._pool.fetch(
+            """SELECT key FROM blob_uploads
+               WHERE created_at < now() - make_interval(secs => $1)
+               ORDER BY created_at LIMIT $2""",
+            older_than_s,
+            limit,
+        )
+        return [r["key"] for r in rows]
+
+    async def trashed(self, limit: int) -> list[str]:
+        rows = await self._pool.fetch("SELECT key FROM blob_trash ORDER BY trashed_at LIMIT $1", limit)
+        return [r["key"] for r in rows]
+
+    async def drop_trash(self, keys: Sequence[str]) -> None:
+        await self._pool.execute("DELETE FROM blob_trash WHERE key = ANY($1::text[])", list(keys))
+
+    async def referenced(self, keys: Sequence[str]) -> set[str]:
+        """Those of ``keys`` that a committed row refers to: never to be deleted."""
+        rows = await self._pool.fetch(
+            """SELECT blob_key AS key FROM attachments WHERE blob_key = ANY($1::text[])
+               UNION SELECT thumb_key FROM attachments WHERE thumb_key = ANY($1::text[])""",
+            list(keys),
+        )
+        return {r["key"] for r in rows}
