@@ -29,6 +29,7 @@ from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
 from protocol.model import BoardInfo, BoardSnapshot, Card, Column, Text, Title, Uuid
 from server import accounts, membership
 from server.access import Action, Grant, User, authorize, current_user
+from server.api import attachments, blob_urls
 from server.http import (
     Body,
     Route,
@@ -424,4 +425,6 @@ BOARD_ROUTES: list[Route] = [
     ),
 ]
 
-ROUTES: list[Route] = accounts.ROUTES + BOARD_ROUTES + membership.ROUTES
+ROUTES: list[Route] = (
+    accounts.ROUTES + BOARD_ROUTES + membership.ROUTES + attachments.ROUTES + blob_urls.ROUTES
+)

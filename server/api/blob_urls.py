@@ -55,7 +55,9 @@ def _unb64(text: str) -> bytes:
 
 
 def _refused(reason: str) -> BoardcastError:
-    return BoardcastError(ErrorCode.FORBIDDEN, "this download link is invalid or has expired", {"reason": reason})
+    return BoardcastError(
+        ErrorCode.FORBIDDEN, "this download link is invalid or has expired", {"reason": reason}
+    )
 
 
 class UrlSigner:

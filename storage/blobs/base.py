@@ -78,9 +78,7 @@ class BlobStore(Protocol):
 
     kind: str  # "local", "s3": for logs, metrics and /health
 
-    async def put(
-        self, key: str, chunks: AsyncIterable[bytes], *, content_type: str, max_bytes: int
-    ) -> int:
+    async def put(self, key: str, chunks: AsyncIterable[bytes], *, content_type: str, max_bytes: int) -> int:
         """Store the stream under ``key``; returns its size. Past ``max_bytes`` it stops reading
         and raises :class:`BlobTooLarge`; on that or any failure nothing is left under the key
         (a blob is visible only once complete)."""
@@ -96,7 +94,7 @@ class BlobStore(Protocol):
         """Remove the blob; removing a missing blob is not an error."""
         ...
 
-    def list(self, namespace: str) -> AsyncIterator[BlobInfo]:
+    def scan(self, namespace: str) -> AsyncIterator[BlobInfo]:
         """Every complete blob under ``namespace/`` (for the sweeper), in no particular order."""
         ...
 

@@ -14,13 +14,15 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from storage.blobs.base import CHUNK_BYTES, BlobError, BlobInfo, BlobNotFound, BlobTooLarge, check_key
 
 _WRITE_BYTES = 1024 * 1024  # chunks are gathered up to this before one write in a thread
 INCOMING = ".incoming"
+T = TypeVar("T")
 
 
 class _FileReader:
@@ -47,15 +49,15 @@ class LocalBlobStore:
             raise BlobError(f"key {key!r} leaves the store")
         return path
 
-    async def put(
-        self, key: str, chunks: AsyncIterable[bytes], *, content_type: str, max_bytes: int
-    ) -> int:
+    async def put(self, key: str, chunks: AsyncIterable[bytes], *, content_type: str, max_bytes: int) -> int:
         final = self.path(key)
         part = self._incoming / f"{uuid.uuid4().hex}.part"
         size = 0
         published = False
+        # Only the store's own file operations are store failures; whatever the source
+        # stream raises (a client that went away) passes through as it is.
         try:
-            fd = await asyncio.to_thread(os.open, part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            fd = await _io(key, os.open, part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
             try:
                 buffer = bytearray()
                 async for chunk in chunks:
@@ -64,17 +66,15 @@ class LocalBlobStore:
                         raise BlobTooLarge(max_bytes)
                     buffer += chunk
                     if len(buffer) >= _WRITE_BYTES:
-                        await asyncio.to_thread(_write_all, fd, bytes(buffer))
+                        await _io(key, _write_all, fd, bytes(buffer))
                         buffer.clear()
                 if buffer:
-                    await asyncio.to_thread(_write_all, fd, bytes(buffer))
-                await asyncio.to_thread(os.fsync, fd)
+                    await _io(key, _write_all, fd, bytes(buffer))
+                await _io(key, os.fsync, fd)
             finally:
                 os.close(fd)
-            await asyncio.to_thread(_publish, part, final)
+            await _io(key, _publish, part, final)
             published = True
-        except OSError as e:
-            raise BlobError(f"could not write blob {key!r}: {e}") from e
         finally:
             if not published:
                 await asyncio.to_thread(part.unlink, missing_ok=True)
@@ -104,7 +104,7 @@ class LocalBlobStore:
         except OSError as e:
             raise BlobError(f"could not delete blob {key!r}: {e}") from e
 
-    async def list(self, namespace: str) -> AsyncIterator[BlobInfo]:
+    async def scan(self, namespace: str) -> AsyncIterator[BlobInfo]:
         base = self.root / namespace
         for info in await asyncio.to_thread(_walk, self.root, base):
             yield info
@@ -130,6 +130,13 @@ class LocalBlobStore:
         pass
 
 
+async def _io(key: str, fn: Callable[..., T], *args: Any) -> T:
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except OSError as e:
+        raise BlobError(f"could not write blob {key!r}: {e}") from e
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -148,7 +155,7 @@ def _publish(part: Path, final: Path) -> None:
 
 
 def _walk(root: Path, base: Path) -> list[BlobInfo]:
-    out = []
+    out: list[BlobInfo] = []
     if not base.is_dir():
         return out
     for dirpath, _dirs, files in os.walk(base):

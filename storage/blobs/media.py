@@ -22,7 +22,9 @@ TEXT = "text/plain"
 # What a browser may show in place (a raster image cannot run script); everything else is
 # served as a download. SVG and HTML never get here as such: the sniffer sees them as text.
 INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
-THUMBNAIL_SOURCES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/tiff"})
+THUMBNAIL_SOURCES = frozenset(
+    {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/tiff"}
+)
 
 _ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/x-png": "image/png"}
 # Containers that are ZIP files inside, sniffed as application/zip when their own signature
@@ -76,7 +78,9 @@ def check_type(sniffed: str, declared: str | None, allowed: tuple[str, ...]) -> 
             declared=essence,
         )
     if not type_allowed(sniffed, allowed):
-        raise MediaTypeRefused(f"files of type {sniffed} may not be uploaded", sniffed=sniffed, declared=essence)
+        raise MediaTypeRefused(
+            f"files of type {sniffed} may not be uploaded", sniffed=sniffed, declared=essence
+        )
     return sniffed
 
 
@@ -160,7 +164,7 @@ class Thumbnail:
 
 
 def make_thumbnail(source: BinaryIO, max_px: int = THUMBNAIL_PX) -> Thumbnail:
-    """A thumbnail fitting in ``max_px`` × ``max_px``: PNG where the image has transparency,
+    """A thumbnail fitting in ``max_px`` by ``max_px`` pixels: PNG where the image has transparency,
     JPEG otherwise. CPU-bound: call it in a thread. :class:`ThumbnailError` for anything
     Pillow cannot or must not decode."""
     try:
@@ -183,6 +187,12 @@ def make_thumbnail(source: BinaryIO, max_px: int = THUMBNAIL_PX) -> Thumbnail:
                 return Thumbnail(out.getvalue(), "image/png" if alpha else "image/jpeg", *frame.size)
     except ThumbnailError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning,
-            EOFError) as e:
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+        EOFError,
+    ) as e:
         raise ThumbnailError(f"cannot make a thumbnail: {e}") from e

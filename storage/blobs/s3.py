@@ -85,9 +85,7 @@ class S3BlobStore:
     def _name(self, key: str) -> str:
         return self._prefix + check_key(key)
 
-    async def put(
-        self, key: str, chunks: AsyncIterable[bytes], *, content_type: str, max_bytes: int
-    ) -> int:
+    async def put(self, key: str, chunks: AsyncIterable[bytes], *, content_type: str, max_bytes: int) -> int:
         name = self._name(key)
         size = 0
         buffer = bytearray()
@@ -167,7 +165,7 @@ class S3BlobStore:
         except (BotoCoreError, ClientError) as e:
             raise BlobError(f"could not delete blob {key!r}: {e}") from e
 
-    async def list(self, namespace: str) -> AsyncIterator[BlobInfo]:
+    async def scan(self, namespace: str) -> AsyncIterator[BlobInfo]:
         start = len(self._prefix)
         paginator = self._client.get_paginator("list_objects_v2")
         try:
