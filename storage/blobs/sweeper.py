@@ -54,11 +54,18 @@ class BlobSweeper:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncpg.Connection | None = None
-        self.sweeps = 0  # completed sweeps, for tests and /health
+        self._waiters: list[asyncio.Future[SweepReport]] = []
+        self._lock = asyncio.Lock()  # one sweep at a time in this process
 
     def wake(self) -> None:
         """Sweep soon (a route that just committed a deletion calls this)."""
         self._wake.set()
+
+    def next_sweep(self) -> asyncio.Future[SweepReport]:
+        """The report of the next background sweep to complete (for tests and operators)."""
+        fut: asyncio.Future[SweepReport] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        return fut
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="blob-sweeper")
@@ -75,12 +82,17 @@ class BlobSweeper:
         while True:
             await self._listen()
             try:
-                await self.sweep()
+                report = await self.sweep()
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # PostgreSQL away: next interval
                 self._on_failure("sweep")
                 log.warning("blob_sweep_failed", error=repr(e))
+            else:
+                waiters, self._waiters = self._waiters, []
+                for fut in waiters:
+                    if not fut.done():
+                        fut.set_result(report)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._interval_s):
                     await self._wake.wait()
@@ -88,6 +100,10 @@ class BlobSweeper:
 
     async def sweep(self) -> SweepReport:
         """One pass: trashed blobs first, then uploads that never committed."""
+        async with self._lock:
+            return await self._sweep()
+
+    async def _sweep(self) -> SweepReport:
         report = SweepReport()
         while keys := await self._ledger.trashed(_BATCH):
             done = await self._delete_unreferenced(keys, "trash", report)
@@ -102,7 +118,6 @@ class BlobSweeper:
         if isinstance(self._store, LocalBlobStore):
             for part in await self._store.list_incoming(self._grace_s):
                 await asyncio.to_thread(part.unlink, missing_ok=True)
-        self.sweeps += 1
         if report.deleted or report.failed:
             log.info("blob_sweep", deleted=report.deleted, kept=report.kept, failed=report.failed)
         return report
