@@ -54,6 +54,7 @@ class BlobSweeper:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncpg.Connection | None = None
+        self._connecting: asyncio.Future[asyncpg.Connection] | None = None
         self._waiters: list[asyncio.Future[SweepReport]] = []
         self._lock = asyncio.Lock()  # one sweep at a time in this process
 
@@ -148,15 +149,21 @@ class BlobSweeper:
     async def _listen(self) -> None:
         if self._dsn is None or (self._listener is not None and not self._listener.is_closed()):
             return
+        self._listener = None  # a closed one: the connection dropped
         try:
-            conn = await asyncpg.connect(self._dsn)
-            await conn.add_listener(TRASH_CHANNEL, lambda *_: self._wake.set())
+            # shielded and kept: a stop while connecting still gets the connection to close
+            self._connecting = asyncio.ensure_future(asyncpg.connect(self._dsn))
+            self._listener = await asyncio.shield(self._connecting)
+            await self._listener.add_listener(TRASH_CHANNEL, lambda *_: self._wake.set())
         except (OSError, asyncpg.PostgresError) as e:
             log.warning("blob_sweeper_listen_failed", error=repr(e))  # polling still works
-            return
-        self._listener = conn
+            await self._unlisten()
 
     async def _unlisten(self) -> None:
+        if self._connecting is not None and self._listener is None:
+            with contextlib.suppress(Exception):
+                self._listener = await self._connecting
+        self._connecting = None
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()
