@@ -153,8 +153,8 @@ class BlobSweeper:
         try:
             # shielded and kept: a stop while connecting still gets the connection to close
             self._connecting = asyncio.ensure_future(asyncpg.connect(self._dsn))
-            self._listener = await asyncio.shield(self._connecting)
-            await self._listener.add_listener(TRASH_CHANNEL, lambda *_: self._wake.set())
+            self._listener = conn = await asyncio.shield(self._connecting)
+            await conn.add_listener(TRASH_CHANNEL, lambda *_: self._wake.set())
         except (OSError, asyncpg.PostgresError) as e:
             log.warning("blob_sweeper_listen_failed", error=repr(e))  # polling still works
             await self._unlisten()
