@@ -437,3 +437,62 @@ async def test_health_and_metrics_show_blob_store_failures(
     assert 'boardcast_blob_failures_total{op="delete"} 1.0' in text
     # the store could not even be cleaned: the ledger keeps the key for the sweeper
     assert await pending_uploads(srv) == 1
+
+
+async def test_a_websocket_deletion_sweeps_after_its_commit(
+    http: aiohttp.ClientSession, server: RunningServer, connect: Callable[..., Awaitable[Any]]
+) -> None:
+    board_id, card_id = await board_with_card(http, server.base)
+    _, att = await upload(http, server.base, board_id, card_id, png(), "p.png")
+    ws = await connect("json")
+    await ws.join(board_id)
+    swept = server.app[BLOB_SWEEPER].next_sweep()
+    answer = await ws.cmd(board_id, {"op": "attachment.delete", "attachment_id": att["id"]})
+    assert answer["type"] == "ack", answer
+    async with asyncio.timeout(10):
+        while (await swept).deleted == 0:
+            swept = server.app[BLOB_SWEEPER].next_sweep()
+    assert await blob_keys(server) == set()
+    # and a client cannot record a file of its own choosing
+    forged = {**att, "id": str(uuid.uuid4())}
+    refused = await ws.cmd(board_id, {"op": "attachment.add", "attachment": forged})
+    assert refused["type"] == "error" and refused["code"] == "forbidden"
+
+
+async def test_a_deletion_whose_commit_fails_keeps_the_blob(
+    http: aiohttp.ClientSession, start_server: ServerFactory, database_url: str
+) -> None:
+    """PostgreSQL refuses the commit that would delete the row: the blob stays, the trash
+    stays empty (it is written in that same transaction), and the attachment is still served."""
+    srv = await start_server()
+    board_id, card_id = await board_with_card(http, srv.base)
+    _, att = await upload(http, srv.base, board_id, card_id, b"keep", "undeletable.txt")
+    name = f"test_refuse_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            f"""CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF OLD.name = 'undeletable.txt' THEN
+                        RAISE EXCEPTION 'refused' USING ERRCODE = '23514';
+                    END IF;
+                    RETURN OLD;
+                END $$;
+                CREATE TRIGGER {name} BEFORE DELETE ON attachments
+                    FOR EACH ROW EXECUTE FUNCTION {name}();"""
+        )
+        url = f"{srv.base}{API}/{board_id}/cards/{card_id}/attachments/{att['id']}"
+        async with http.delete(url) as r:
+            assert r.status >= 400
+        await _sweep(srv)
+        assert await blob_keys(srv) == {att["blob_key"]}
+        assert await conn.fetchval("SELECT count(*) FROM blob_trash") == 0
+        async with http.get(url) as r:
+            assert r.status == 200 and await r.read() == b"keep"
+    finally:
+        await conn.execute(f"DROP TRIGGER IF EXISTS {name} ON attachments; DROP FUNCTION IF EXISTS {name}()")
+        await conn.close()
+    async with http.delete(url) as r:
+        assert r.status == 204
+    await _sweep(srv)
+    assert await blob_keys(srv) == set()
