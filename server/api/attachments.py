@@ -19,10 +19,10 @@ import msgspec
 import structlog
 from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 
-from actors import Execute, GetSnapshot
+from actors import Execute
 from protocol import commands as c
 from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
-from protocol.model import Attachment, BoardSnapshot
+from protocol.model import Attachment
 from server.access import Action, User, authorize, current_user
 from server.api.blob_urls import SECURITY_HEADERS
 from server.http import Route, UnsupportedMediaType, json_response, path_uuid
@@ -65,22 +65,24 @@ def _store_failed(app: web.Application, op: str, e: BlobError) -> BoardcastError
     return BoardcastError(ErrorCode.UNAVAILABLE, "the file store cannot be reached; retry")
 
 
-async def _board(request: web.Request, action: Action) -> tuple[User, uuid.UUID, BoardSnapshot]:
+async def _board(request: web.Request, action: Action) -> tuple[User, uuid.UUID, uuid.UUID]:
+    """The caller, the board and the card of the path, once the caller may ``action`` it."""
     user = current_user(request)
     board_id = path_uuid(request, "board_id")
     await authorize(request.app[MEMBERS], user, board_id, action)
-    snap: BoardSnapshot = await request.app[REGISTRY].ask(
-        board_id, GetSnapshot(), request.app[SETTINGS].ask_timeout_s
-    )
-    return user, board_id, snap
+    card_id = path_uuid(request, "card_id")
+    if not await request.app[BLOB_LEDGER].card_exists(board_id, card_id):
+        raise not_found("card", card_id)
+    return user, board_id, card_id
 
 
-def _attachment(request: web.Request, snap: BoardSnapshot) -> Attachment:
-    card_id, att_id = path_uuid(request, "card_id"), path_uuid(request, "attachment_id")
-    for a in snap.attachments:
-        if a.id == att_id and a.card_id == card_id:
-            return a
-    raise not_found("attachment", att_id)
+async def _attachment(request: web.Request, action: Action) -> tuple[User, uuid.UUID, Attachment]:
+    user, board_id, card_id = await _board(request, action)
+    att_id = path_uuid(request, "attachment_id")
+    found = await request.app[BLOB_LEDGER].attachments(board_id, card_id, att_id)
+    if not found:
+        raise not_found("attachment", att_id)
+    return user, board_id, found[0]
 
 
 # ------------------------------------------------------------------ upload
@@ -155,10 +157,7 @@ async def _discard(app: web.Application, keys: list[str]) -> None:
 async def upload_attachment(request: web.Request) -> web.Response:
     app = request.app
     s, store, ledger = app[SETTINGS], app[BLOBS], app[BLOB_LEDGER]
-    user, board_id, snap = await _board(request, Action.WRITE)
-    card_id = path_uuid(request, "card_id")
-    if not any(card.id == card_id for card in snap.cards):
-        raise not_found("card", card_id)
+    user, board_id, card_id = await _board(request, Action.WRITE)
     limit = s.blob_max_bytes
     if request.content_length is not None and request.content_length > limit + _FORM_OVERHEAD:
         raise _too_large(limit)  # before reading a byte of it
@@ -239,17 +238,13 @@ async def _store_thumbnail(
 
 
 async def list_attachments(request: web.Request) -> web.Response:
-    _, _, snap = await _board(request, Action.READ)
-    card_id = path_uuid(request, "card_id")
-    if not any(card.id == card_id for card in snap.cards):
-        raise not_found("card", card_id)
-    return json_response(AttachmentList([a for a in snap.attachments if a.card_id == card_id]))
+    _, board_id, card_id = await _board(request, Action.READ)
+    return json_response(AttachmentList(await request.app[BLOB_LEDGER].attachments(board_id, card_id)))
 
 
 async def _redirect(request: web.Request, *, thumbnail: bool) -> web.Response:
     app = request.app
-    _, _, snap = await _board(request, Action.READ)
-    a = _attachment(request, snap)
+    _, _, a = await _attachment(request, Action.READ)
     if thumbnail:
         if a.thumb_key is None:
             raise not_found("thumbnail", a.id)
@@ -291,8 +286,7 @@ async def download_thumbnail(request: web.Request) -> web.Response:
 
 async def delete_attachment(request: web.Request) -> web.Response:
     app = request.app
-    user, board_id, snap = await _board(request, Action.WRITE)
-    a = _attachment(request, snap)
+    user, board_id, a = await _attachment(request, Action.WRITE)
     await app[REGISTRY].ask(
         board_id,
         Execute(

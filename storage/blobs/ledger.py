@@ -12,10 +12,13 @@ committed, and which a commit dropped (migration 0006).
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Sequence
 
 import asyncpg
+
+from protocol.model import Attachment
 
 TRASH_CHANNEL = "boardcast_blob_trash"
 
@@ -59,3 +62,45 @@ class BlobLedger:
             list(keys),
         )
         return {r["key"] for r in rows}
+
+    # ------------------------------------------------------------------ committed attachments
+    # Downloads read the committed row by its ids (one indexed lookup) instead of asking the
+    # board for its whole snapshot: a board of 10,000 cards shows many thumbnails.
+
+    async def card_exists(self, board_id: uuid.UUID, card_id: uuid.UUID) -> bool:
+        found = await self._pool.fetchval(
+            "SELECT true FROM cards WHERE id = $1 AND board_id = $2", card_id, board_id
+        )
+        return bool(found)
+
+    async def attachments(
+        self, board_id: uuid.UUID, card_id: uuid.UUID, attachment_id: uuid.UUID | None = None
+    ) -> list[Attachment]:
+        """The card's committed attachments, oldest first (only ``attachment_id``, if given)."""
+        rows = await self._pool.fetch(
+            """SELECT id, card_id, name, content_type, size, blob_key, thumb_key, created_by, created_at
+               FROM attachments
+               WHERE board_id = $1 AND card_id = $2 AND ($3::uuid IS NULL OR id = $3)
+               ORDER BY created_at, id""",
+            board_id,
+            card_id,
+            attachment_id,
+        )
+        return [
+            Attachment(
+                id=r["id"],
+                card_id=r["card_id"],
+                name=r["name"],
+                content_type=r["content_type"],
+                size=r["size"],
+                blob_key=r["blob_key"],
+                thumb_key=r["thumb_key"],
+                created_by=r["created_by"],
+                created_at_ms=_ms(r["created_at"]),
+            )
+            for r in rows
+        ]
+
+
+def _ms(ts: dt.datetime) -> int:
+    return int(ts.timestamp() * 1000)
