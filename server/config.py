@@ -178,6 +178,9 @@ class Settings:
     blob_s3_access_key_id: str | None = None  # None: the usual AWS credential chain
     blob_s3_secret_access_key: str | None = dataclasses.field(default=None, repr=False)
     blob_s3_prefix: str = ""  # keys are stored under this prefix in the bucket
+    # on: downloads redirect to S3 presigned URLs; off: the server streams them from the bucket
+    # under its own signed link (a bucket browsers cannot reach; nosniff wanted)
+    blob_s3_presign: bool = True
 
     @property
     def blob_root(self) -> Path:
@@ -284,6 +287,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "BOARDCAST_BLOB_S3_ACCESS_KEY_ID": ("blob_s3_access_key_id", str),
     "BOARDCAST_BLOB_S3_SECRET_ACCESS_KEY": ("blob_s3_secret_access_key", str),
     "BOARDCAST_BLOB_S3_PREFIX": ("blob_s3_prefix", _s3_prefix),
+    "BOARDCAST_BLOB_S3_PRESIGN": ("blob_s3_presign", _on_off),
 }
 
 

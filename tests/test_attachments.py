@@ -496,3 +496,28 @@ async def test_a_deletion_whose_commit_fails_keeps_the_blob(
         assert r.status == 204
     await _sweep(srv)
     assert await blob_keys(srv) == set()
+
+
+async def test_s3_without_presigned_urls_is_served_by_the_server(
+    start_server: ServerFactory, s3_endpoint: str, http: aiohttp.ClientSession
+) -> None:
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    await create_bucket(s3_endpoint, bucket)
+    srv = await start_server(
+        blob_store="s3",
+        blob_s3_bucket=bucket,
+        blob_s3_endpoint_url=s3_endpoint,
+        blob_s3_access_key_id=ACCESS_KEY,
+        blob_s3_secret_access_key=SECRET_KEY,
+        blob_s3_presign=False,
+    )
+    board_id, card_id = await board_with_card(http, srv.base)
+    data = jpeg()
+    _, att = await upload(http, srv.base, board_id, card_id, data, "p.jpg")
+    url = f"{srv.base}{API}/{board_id}/cards/{card_id}/attachments/{att['id']}"
+    async with http.get(url, allow_redirects=False) as r:
+        assert r.headers["Location"].startswith("/api/v1/blobs/")
+    async with http.get(url) as r:
+        assert await r.read() == data
+        assert r.headers["Content-Type"] == "image/jpeg"
+        assert r.headers["X-Content-Type-Options"] == "nosniff"

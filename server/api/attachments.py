@@ -254,10 +254,15 @@ async def _redirect(request: web.Request, *, thumbnail: bool) -> web.Response:
     else:
         key, content_type, filename = a.blob_key, a.content_type, a.name
     inline = content_type in INLINE_TYPES
-    ttl = app[SETTINGS].blob_url_ttl_s
+    s = app[SETTINGS]
+    ttl = s.blob_url_ttl_s
     try:
-        url = await app[BLOBS].signed_url(
-            key, expires_s=ttl, content_type=content_type, filename=filename, inline=inline
+        url = (
+            None
+            if not s.blob_s3_presign
+            else await app[BLOBS].signed_url(
+                key, expires_s=ttl, content_type=content_type, filename=filename, inline=inline
+            )
         )
     except BlobError as e:
         raise _store_failed(app, "sign", e) from e
