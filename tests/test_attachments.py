@@ -293,9 +293,28 @@ async def test_bad_uploads(start: Starter, http: aiohttp.ClientSession) -> None:
         url, data=wrong_part, headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
     ) as r:
         assert r.status == 400
-    status, body = await upload(http, srv.base, board_id, str(uuid.uuid4()), b"hello", "a.txt")
-    assert status == 404 and body["error"]["details"] == {"card": body["error"]["details"]["card"]}
+    two_files = multipart(b"one", "a.txt", None)[: -len(f"--{BOUNDARY}--\r\n")] + multipart(
+        b"two", "b.txt", None
+    )
+    for content_type, raw in (
+        ("multipart/form-data", b"no boundary given"),
+        (f"multipart/form-data; boundary={BOUNDARY}", b"not a multipart body at all"),
+        (f"multipart/form-data; boundary={BOUNDARY}", two_files),  # one file per request
+    ):
+        async with http.post(url, data=raw, headers={"Content-Type": content_type}) as r:
+            assert r.status == 400, (content_type, raw, await r.text())
     assert await blob_keys(srv) == set()
+    # an epilogue after the closing boundary is allowed (RFC 2046)
+    epilogue = multipart(b"x", "a.txt", None) + b"trailing words"
+    async with http.post(
+        url, data=epilogue, headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    ) as r:
+        assert r.status == 201
+    async with http.get(f"{srv.base}{API}/{board_id}/cards/{card_id}/attachments") as r:
+        kept = (await r.json())["attachments"]
+    status, body = await upload(http, srv.base, board_id, str(uuid.uuid4()), b"hello", "a.txt")
+    assert status == 404 and set(body["error"]["details"]) == {"card"}
+    assert await blob_keys(srv) == {a["blob_key"] for a in kept}
 
 
 # ------------------------------------------------------------------ signed URLs

@@ -95,12 +95,19 @@ async def _file_part(request: web.Request) -> tuple[MultipartReader, BodyPartRea
         )
     try:
         reader = await request.multipart()
-        part = await reader.next()
-    except (ValueError, AssertionError) as e:  # aiohttp: no boundary, a malformed body
+    except (ValueError, AssertionError) as e:  # aiohttp: no boundary
         raise bad_request(f"malformed multipart body: {e}") from e
+    part = await _next_part(reader)
     if not isinstance(part, BodyPartReader) or part.name != "file" or part.filename is None:
         raise bad_request("the first part must be the file: name 'file', with a filename")
     return reader, part
+
+
+async def _next_part(reader: MultipartReader) -> object | None:
+    try:
+        return await reader.next()
+    except (ValueError, AssertionError) as e:  # aiohttp: a malformed body
+        raise bad_request(f"malformed multipart body: {e}") from e
 
 
 async def _head(part: BodyPartReader, limit: int) -> bytes:
@@ -178,7 +185,7 @@ async def upload_attachment(request: web.Request) -> web.Response:
             size = await store.put(blob_key, _chunks(head, part), content_type=content_type, max_bytes=limit)
         except BlobTooLarge:
             raise _too_large(limit) from None
-        if await reader.next() is not None:
+        if await _next_part(reader) is not None:
             raise bad_request("one file per request, and nothing after it")
         thumb_key = await _store_thumbnail(app, blob_key, content_type, limit, keys, board_id)
         attachment = Attachment(
@@ -256,16 +263,14 @@ async def _redirect(request: web.Request, *, thumbnail: bool) -> web.Response:
     inline = content_type in INLINE_TYPES
     s = app[SETTINGS]
     ttl = s.blob_url_ttl_s
-    try:
-        url = (
-            None
-            if not s.blob_s3_presign
-            else await app[BLOBS].signed_url(
+    url = None
+    if s.blob_s3_presign:  # the store's own signed URL, where it has such a thing (S3)
+        try:
+            url = await app[BLOBS].signed_url(
                 key, expires_s=ttl, content_type=content_type, filename=filename, inline=inline
             )
-        )
-    except BlobError as e:
-        raise _store_failed(app, "sign", e) from e
+        except BlobError as e:
+            raise _store_failed(app, "sign", e) from e
     if url is None:
         url = app[URL_SIGNER].url(
             key, content_type=content_type, filename=filename, inline=inline, expires_s=ttl
