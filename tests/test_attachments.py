@@ -15,7 +15,10 @@ import asyncpg
 import pytest
 from PIL import Image
 
-from server.keys import BLOB_LEDGER, BLOB_SWEEPER, BLOBS, POOL, URL_SIGNER
+from actors import Execute, GetSnapshot
+from protocol import commands as c
+from server.access import DEV_USER
+from server.keys import BLOB_LEDGER, BLOB_SWEEPER, BLOBS, POOL, REGISTRY, URL_SIGNER
 from storage.blobs import new_key, put_bytes
 from tests.conftest import RunningServer, ServerFactory, create_board, create_column
 from tests.s3server import ACCESS_KEY, SECRET_KEY, create_bucket
@@ -540,3 +543,32 @@ async def test_s3_without_presigned_urls_is_served_by_the_server(
         assert await r.read() == data
         assert r.headers["Content-Type"] == "image/jpeg"
         assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_an_upload_whose_outcome_is_unknown_keeps_its_blob(
+    start_server: ServerFactory, http: aiohttp.ClientSession
+) -> None:
+    """The request gives up waiting for the board (504) but the command is in its mailbox and
+    commits after all: the blob must not have been deleted, and the sweeper keeps it."""
+    srv = await start_server(ask_timeout_s=0.000001, blob_orphan_grace_s=0.001)
+    board = await create_board(http, srv.base)
+    registry = srv.app[REGISTRY]
+    board_id = uuid.UUID(board["id"])
+    # the REST routes would time out too: set the board up through the registry
+    await registry.ask(board_id, Execute(author=DEV_USER.id, rid=None, cmd=c.CreateColumn(title="C")), 10)
+    column_id = (await registry.ask(board_id, GetSnapshot(), 10)).columns[0].id
+    await registry.ask(
+        board_id,
+        Execute(author=DEV_USER.id, rid=None, cmd=c.CreateCard(column_id=column_id, title="card")),
+        10,
+    )
+    card_id = (await registry.ask(board_id, GetSnapshot(), 10)).cards[0].id
+    status, body = await upload(http, srv.base, str(board_id), str(card_id), b"maybe", "m.txt")
+    assert status == 504, body
+    snap = await registry.ask(board_id, GetSnapshot(), 10)  # after the upload's command
+    assert [a.name for a in snap.attachments] == ["m.txt"]
+    key = snap.attachments[0].blob_key
+    assert await blob_keys(srv) == {key}
+    await _sweep(srv)
+    assert await blob_keys(srv) == {key}  # referenced: kept, and its ledger row dropped
+    assert await pending_uploads(srv) == 0
