@@ -22,6 +22,14 @@ from protocol.model import Attachment
 
 TRASH_CHANNEL = "boardcast_blob_trash"
 
+# Every (table, column) whose rows refer to blobs. Another kind of row that keeps blobs (the
+# artifacts of generation jobs) adds its columns here, and a trash trigger on its table as
+# migration 0006 has on ``attachments``; the store, the ledger and the sweeper stay as they are.
+REFERENCES = (("attachments", "blob_key"), ("attachments", "thumb_key"))
+_REFERENCED = " UNION ".join(
+    f"SELECT {column} AS key FROM {table} WHERE {column} = ANY($1::text[])" for table, column in REFERENCES
+)
+
 
 class BlobLedger:
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -56,11 +64,7 @@ class BlobLedger:
 
     async def referenced(self, keys: Sequence[str]) -> set[str]:
         """Those of ``keys`` that a committed row refers to: never to be deleted."""
-        rows = await self._pool.fetch(
-            """SELECT blob_key AS key FROM attachments WHERE blob_key = ANY($1::text[])
-               UNION SELECT thumb_key FROM attachments WHERE thumb_key = ANY($1::text[])""",
-            list(keys),
-        )
+        rows = await self._pool.fetch(_REFERENCED, list(keys))
         return {r["key"] for r in rows}
 
     # ------------------------------------------------------------------ committed attachments
