@@ -572,3 +572,17 @@ async def test_an_upload_whose_outcome_is_unknown_keeps_its_blob(
     await _sweep(srv)
     assert await blob_keys(srv) == {key}  # referenced: kept, and its ledger row dropped
     assert await pending_uploads(srv) == 0
+
+
+async def test_files_larger_than_the_json_body_limit_stream_through(
+    start: Starter, http: aiohttp.ClientSession
+) -> None:
+    """BOARDCAST_MAX_BODY_BYTES bounds JSON bodies read whole; an upload is streamed, bounded by
+    BOARDCAST_BLOB_MAX_BYTES alone."""
+    srv = await start(max_body_bytes=65_536)
+    board_id, card_id = await board_with_card(http, srv.base)
+    data = b"0123456789abcdef\n" * 200_000  # 3.4 MB
+    status, att = await upload(http, srv.base, board_id, card_id, data, "log.txt", chunked=True)
+    assert status == 201 and att["size"] == len(data)
+    async with http.get(f"{srv.base}{API}/{board_id}/cards/{card_id}/attachments/{att['id']}") as r:
+        assert await r.read() == data
