@@ -586,3 +586,33 @@ async def test_files_larger_than_the_json_body_limit_stream_through(
     assert status == 201 and att["size"] == len(data)
     async with http.get(f"{srv.base}{API}/{board_id}/cards/{card_id}/attachments/{att['id']}") as r:
         assert await r.read() == data
+
+
+async def test_byte_ranges_for_seeking(start: Starter, http: aiohttp.ClientSession) -> None:
+    """Downloads answer Range requests (video players seek with them): S3 itself for presigned
+    URLs, the server for its own links."""
+    srv = await start()
+    board_id, card_id = await board_with_card(http, srv.base)
+    data = bytes(range(256)) * 2000  # 512,000 bytes
+    data = b"%PDF-1.7\n" + data
+    _, att = await upload(http, srv.base, board_id, card_id, data, "doc.pdf")
+    url = f"{srv.base}{API}/{board_id}/cards/{card_id}/attachments/{att['id']}"
+    size = len(data)
+    for header, (first, last) in {
+        "bytes=0-99": (0, 99),
+        "bytes=100000-": (100000, size - 1),
+        "bytes=-10": (size - 10, size - 1),
+        f"bytes=500-{size + 1000}": (500, size - 1),
+    }.items():
+        async with http.get(url, headers={"Range": header}) as r:
+            assert r.status == 206, header
+            assert r.headers["Content-Range"] == f"bytes {first}-{last}/{size}"
+            assert await r.read() == data[first : last + 1]
+    async with http.get(url, headers={"Range": f"bytes={size}-"}) as r:
+        assert r.status == 416
+    async with http.get(url, headers={"Range": "bytes=0-1,5-6"}) as r:  # several: the whole file
+        assert r.status in (200, 206)
+        if r.status == 200:
+            assert await r.read() == data
+    async with http.get(url) as r:
+        assert r.status == 200 and r.headers["Accept-Ranges"] == "bytes"

@@ -219,3 +219,14 @@ async def test_s3_check_fails_for_a_missing_bucket(s3_endpoint: str) -> None:
             await store.check()
     finally:
         await store.close()
+
+
+async def test_ranges(store: BlobStore) -> None:
+    key = new_key("attachments", uuid.uuid4())
+    data = bytes(range(256)) * 4000  # 1,024,000 bytes: several chunks
+    await store.put(key, chunks(data), content_type="video/mp4", max_bytes=len(data))
+    for offset, length in ((0, 1), (10, 100), (300_000, 500_000), (len(data) - 1, 1), (5, None)):
+        async with store.open(key, offset=offset, length=length) as blob:
+            assert blob.size == len(data)
+            got = b"".join([c async for c in blob])
+        assert got == data[offset : None if length is None else offset + length], (offset, length)

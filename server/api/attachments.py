@@ -273,7 +273,12 @@ async def _redirect(request: web.Request, *, thumbnail: bool) -> web.Response:
             raise _store_failed(app, "sign", e) from e
     if url is None:
         url = app[URL_SIGNER].url(
-            key, content_type=content_type, filename=filename, inline=inline, expires_s=ttl
+            key,
+            content_type=content_type,
+            filename=filename,
+            inline=inline,
+            expires_s=ttl,
+            size=None if thumbnail else a.size,
         )
     # 307: the same GET, at the signed URL; not cached, since the URL expires
     return web.Response(

@@ -14,12 +14,13 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import time
 from typing import Annotated
 
 import msgspec
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from protocol.errors import BoardcastError, ErrorCode
 from protocol.model import dec_hook
@@ -40,6 +41,7 @@ class SignedBlob(msgspec.Struct, forbid_unknown_fields=True):
     n: Annotated[str, msgspec.Meta(max_length=255)]  # file name
     i: bool  # inline (else attachment)
     e: int  # expires, unix seconds
+    z: int | None = None  # the blob's size, when known: byte ranges are served (video seeking)
 
 
 _DECODER = msgspec.json.Decoder(SignedBlob, dec_hook=dec_hook)
@@ -67,9 +69,20 @@ class UrlSigner:
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self._key, payload.encode("ascii"), hashlib.sha256).digest())
 
-    def url(self, key: str, *, content_type: str, filename: str, inline: bool, expires_s: float) -> str:
+    def url(
+        self,
+        key: str,
+        *,
+        content_type: str,
+        filename: str,
+        inline: bool,
+        expires_s: float,
+        size: int | None = None,
+    ) -> str:
         """A server-relative URL serving the blob until ``expires_s`` from now."""
-        signed = SignedBlob(check_key(key), content_type, filename, inline, int(time.time() + expires_s))
+        signed = SignedBlob(
+            check_key(key), content_type, filename, inline, int(time.time() + expires_s), size
+        )
         payload = _b64(_ENCODER.encode(signed))
         return f"{PATH}/{payload}.{self._sign(payload)}"
 
@@ -99,20 +112,58 @@ SECURITY_HEADERS = {
 }
 
 
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+class _Unsatisfiable(Exception):
+    pass
+
+
+def byte_range(header: str | None, size: int | None) -> tuple[int, int] | None:
+    """The (first, last) byte of a single-range ``Range`` header (RFC 9110 14.2), or None to
+    serve the whole blob (no header, several ranges, a size not known); :class:`_Unsatisfiable`
+    for a range that starts past the end."""
+    if header is None or size is None:
+        return None
+    m = _RANGE.fullmatch(header.strip())
+    if m is None or (not m[1] and not m[2]):
+        return None
+    if not m[1]:  # the last N bytes
+        suffix = int(m[2])
+        if suffix == 0:
+            raise _Unsatisfiable
+        return max(0, size - suffix), size - 1
+    first = int(m[1])
+    last = size - 1 if not m[2] else min(int(m[2]), size - 1)
+    if first >= size or first > last:
+        raise _Unsatisfiable
+    return first, last
+
+
 async def get_blob(request: web.Request) -> web.StreamResponse:
     signed = request.app[URL_SIGNER].verify(request.match_info["token"])
     store, metrics = request.app[BLOBS], request.app[METRICS]
+    headers = {
+        "Content-Type": signed.t,
+        "Content-Disposition": content_disposition(signed.n, inline=signed.i),
+        "Cache-Control": f"private, max-age={max(0, signed.e - int(time.time()))}",
+        **SECURITY_HEADERS,
+    }
+    if signed.z is not None:
+        headers["Accept-Ranges"] = "bytes"
     try:
-        async with store.open(signed.k) as blob:
-            resp = web.StreamResponse(
-                headers={
-                    "Content-Type": signed.t,
-                    "Content-Disposition": content_disposition(signed.n, inline=signed.i),
-                    "Cache-Control": f"private, max-age={max(0, signed.e - int(time.time()))}",
-                    **SECURITY_HEADERS,
-                }
-            )
-            resp.content_length = blob.size
+        wanted = byte_range(request.headers.get(hdrs.RANGE), signed.z)
+    except _Unsatisfiable:
+        return web.Response(status=416, headers={**headers, "Content-Range": f"bytes */{signed.z}"})
+    offset, length = (0, None) if wanted is None else (wanted[0], wanted[1] - wanted[0] + 1)
+    try:
+        async with store.open(signed.k, offset=offset, length=length) as blob:
+            resp = web.StreamResponse(status=200 if wanted is None else 206, headers=headers)
+            if wanted is None:
+                resp.content_length = blob.size
+            else:
+                resp.headers["Content-Range"] = f"bytes {wanted[0]}-{wanted[1]}/{blob.size}"
+                resp.content_length = length
             await resp.prepare(request)
             try:
                 async for chunk in blob:

@@ -65,7 +65,7 @@ class BlobInfo:
 
 
 class BlobReader(Protocol):
-    """An open blob: its size, then its bytes in chunks."""
+    """An open blob: its whole size, then its bytes (those of the range asked for) in chunks."""
 
     size: int
 
@@ -84,8 +84,12 @@ class BlobStore(Protocol):
         (a blob is visible only once complete)."""
         ...
 
-    def open(self, key: str) -> AbstractAsyncContextManager[BlobReader]:
-        """Read a blob as a stream; :class:`BlobNotFound` on entering if there is none."""
+    def open(
+        self, key: str, *, offset: int = 0, length: int | None = None
+    ) -> AbstractAsyncContextManager[BlobReader]:
+        """Read a blob as a stream, from ``offset`` for ``length`` bytes (None: to the end; the
+        caller keeps the range within the blob, and ``length`` at least 1);
+        :class:`BlobNotFound` on entering if there is none."""
         ...
 
     async def exists(self, key: str) -> bool: ...

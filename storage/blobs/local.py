@@ -26,12 +26,20 @@ T = TypeVar("T")
 
 
 class _FileReader:
-    def __init__(self, fd: int, size: int) -> None:
+    def __init__(self, fd: int, size: int, offset: int, length: int | None) -> None:
         self._fd = fd
         self.size = size
+        self._offset = offset
+        self._left = size - offset if length is None else length
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        while chunk := await asyncio.to_thread(os.read, self._fd, CHUNK_BYTES):
+        offset = self._offset
+        while self._left > 0:
+            chunk = await asyncio.to_thread(os.pread, self._fd, min(CHUNK_BYTES, self._left), offset)
+            if not chunk:
+                break
+            offset += len(chunk)
+            self._left -= len(chunk)
             yield chunk
 
 
@@ -81,7 +89,9 @@ class LocalBlobStore:
         return size
 
     @contextlib.asynccontextmanager
-    async def open(self, key: str) -> AsyncIterator[_FileReader]:
+    async def open(
+        self, key: str, *, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[_FileReader]:
         path = self.path(key)
         try:
             fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
@@ -90,7 +100,7 @@ class LocalBlobStore:
         except OSError as e:
             raise BlobError(f"could not read blob {key!r}: {e}") from e
         try:
-            yield _FileReader(fd, os.fstat(fd).st_size)
+            yield _FileReader(fd, os.fstat(fd).st_size, offset, length)
         finally:
             os.close(fd)
 

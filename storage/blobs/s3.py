@@ -133,9 +133,15 @@ class S3BlobStore:
         return {"PartNumber": number, "ETag": done["ETag"]}
 
     @contextlib.asynccontextmanager
-    async def open(self, key: str) -> AsyncIterator[_ObjectReader]:
+    async def open(
+        self, key: str, *, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[_ObjectReader]:
+        ranged: dict[str, str] = {}
+        if offset or length is not None:
+            end = "" if length is None else str(offset + length - 1)
+            ranged["Range"] = f"bytes={offset}-{end}"
         try:
-            resp = await self._client.get_object(Bucket=self._bucket, Key=self._name(key))
+            resp = await self._client.get_object(Bucket=self._bucket, Key=self._name(key), **ranged)
         except ClientError as e:
             if _code(e) in _MISSING:
                 raise BlobNotFound(key) from None
@@ -143,8 +149,10 @@ class S3BlobStore:
         except BotoCoreError as e:
             raise BlobError(f"could not read blob {key!r}: {e}") from e
         body = resp["Body"]
+        # a ranged answer's ContentRange is "bytes a-b/total"
+        size = int(resp["ContentRange"].rsplit("/", 1)[1]) if ranged else int(resp["ContentLength"])
         try:
-            yield _ObjectReader(body, int(resp["ContentLength"]))
+            yield _ObjectReader(body, size)
         finally:
             body.close()
 
