@@ -46,9 +46,22 @@ NAMESPACE = "attachments"
 _READ_BYTES = 256 * 1024
 _FORM_OVERHEAD = 16 * 1024  # multipart boundaries and part headers around the file
 _THUMB_TYPES = {"jpg": "image/jpeg", "png": "image/png"}
-# A refusal that says the command was not applied: its blobs can go at once. Anything else
-# (timeout, unknown outcome, a crash) may yet have committed: the sweeper decides later.
-_NOT_APPLIED = frozenset(ErrorCode) - {ErrorCode.TIMEOUT, ErrorCode.UNAVAILABLE, ErrorCode.INTERNAL}
+# Refusals that say the command was not applied: its blobs can go at once. Anything else (a
+# timeout, an unknown outcome, a crash, a code added later) may yet have committed: the
+# sweeper decides, after the grace period, by whether a row refers to the blob.
+_NOT_APPLIED = frozenset(
+    {
+        ErrorCode.BAD_REQUEST,
+        ErrorCode.UNKNOWN_TYPE,
+        ErrorCode.UNAUTHORIZED,
+        ErrorCode.FORBIDDEN,
+        ErrorCode.NOT_FOUND,
+        ErrorCode.CONFLICT,
+        ErrorCode.GONE,
+        ErrorCode.TOO_LARGE,
+        ErrorCode.RATE_LIMITED,
+    }
+)
 
 
 class AttachmentList(msgspec.Struct):
