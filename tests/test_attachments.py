@@ -616,3 +616,58 @@ async def test_byte_ranges_for_seeking(start: Starter, http: aiohttp.ClientSessi
             assert await r.read() == data
     async with http.get(url) as r:
         assert r.status == 200 and r.headers["Accept-Ranges"] == "bytes"
+
+
+async def test_a_refused_upload_command_deletes_its_blobs(
+    http: aiohttp.ClientSession, start_server: ServerFactory, database_url: str
+) -> None:
+    """The card is deleted while its file is on the way: the blob is stored, the board refuses
+    attachment.add (no such card), and the upload deletes what it stored."""
+    srv = await start_server()
+    board_id, card_id = await board_with_card(http, srv.base)
+    channel = f"test_upload_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(database_url)
+    recorded: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    release = asyncio.Event()
+    try:
+        # an event when the upload's ledger row is written: the route is past its card check
+        await conn.execute(
+            f"""CREATE FUNCTION {channel}() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN PERFORM pg_notify('{channel}', NEW.key); RETURN NEW; END $$;
+                CREATE TRIGGER {channel} AFTER INSERT ON blob_uploads
+                    FOR EACH ROW EXECUTE FUNCTION {channel}();"""
+        )
+        await conn.add_listener(channel, lambda *args: recorded.done() or recorded.set_result(args[3]))
+        body = multipart(b"x" * 1_500_000, "late.txt", "text/plain")
+
+        async def slow_body() -> AsyncIterator[bytes]:
+            # enough for the route to read past its sniffing (aiohttp's part reader looks one
+            # read of up to 256 KiB ahead), then hold the rest back
+            yield body[:1_200_000]
+            await release.wait()
+            yield body[1_200_000:]
+
+        async def post() -> tuple[int, Any]:
+            async with http.post(
+                f"{srv.base}{API}/{board_id}/cards/{card_id}/attachments",
+                data=slow_body(),
+                headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+            ) as r:
+                return r.status, await r.json()
+
+        uploading = asyncio.create_task(post())
+        async with asyncio.timeout(10):
+            key = await recorded
+        async with http.delete(f"{srv.base}{API}/{board_id}/cards/{card_id}") as r:
+            assert r.status == 204
+        release.set()
+        status, answer = await uploading
+        assert status == 404 and answer["error"]["details"] == {"card": card_id}
+        assert key.startswith(f"attachments/{board_id}/")
+        assert await blob_keys(srv) == set()
+        assert await pending_uploads(srv) == 0
+    finally:
+        await conn.execute(
+            f"DROP TRIGGER IF EXISTS {channel} ON blob_uploads; DROP FUNCTION IF EXISTS {channel}()"
+        )
+        await conn.close()
