@@ -671,3 +671,33 @@ async def test_a_refused_upload_command_deletes_its_blobs(
             f"DROP TRIGGER IF EXISTS {channel} ON blob_uploads; DROP FUNCTION IF EXISTS {channel}()"
         )
         await conn.close()
+
+
+async def test_the_sweeper_listens_again_after_its_connection_drops(
+    start: Starter, http: aiohttp.ClientSession, database_url: str
+) -> None:
+    srv = await start(blob_sweep_interval_s=3600.0)
+    board_id, card_id = await board_with_card(http, srv.base)
+    _, att = await upload(http, srv.base, board_id, card_id, b"bye", "b.txt")
+    sweeper = srv.app[BLOB_SWEEPER]
+    conn = await asyncpg.connect(database_url)
+    try:
+        swept = sweeper.next_sweep()
+        # PostgreSQL ends the sweeper's listening connection (a restart, a failover)
+        killed = await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+        )
+        assert killed == 1
+        async with asyncio.timeout(10):
+            await swept  # woken by the termination, not the hour-long interval
+        swept = sweeper.next_sweep()
+        # a card deletion (which wakes nobody itself): only the new LISTEN can tell the sweeper
+        async with http.delete(f"{srv.base}{API}/{board_id}/cards/{card_id}") as r:
+            assert r.status == 204
+        async with asyncio.timeout(10):
+            while (await swept).deleted == 0:
+                swept = sweeper.next_sweep()
+        assert await blob_keys(srv) == set()
+    finally:
+        await conn.close()

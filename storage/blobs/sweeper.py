@@ -155,6 +155,8 @@ class BlobSweeper:
             self._connecting = asyncio.ensure_future(asyncpg.connect(self._dsn))
             self._listener = conn = await asyncio.shield(self._connecting)
             await conn.add_listener(TRASH_CHANNEL, lambda *_: self._wake.set())
+            # a dropped connection: sweep (and listen again) now, not at the next interval
+            conn.add_termination_listener(lambda *_: self._wake.set())
         except (OSError, asyncpg.PostgresError) as e:
             log.warning("blob_sweeper_listen_failed", error=repr(e))  # polling still works
             await self._unlisten()
