@@ -678,7 +678,8 @@ async def test_the_sweeper_listens_again_after_its_connection_drops(
 ) -> None:
     srv = await start(blob_sweep_interval_s=3600.0)
     board_id, card_id = await board_with_card(http, srv.base)
-    _, att = await upload(http, srv.base, board_id, card_id, b"bye", "b.txt")
+    status, _ = await upload(http, srv.base, board_id, card_id, b"bye", "b.txt")
+    assert status == 201
     sweeper = srv.app[BLOB_SWEEPER]
     conn = await asyncpg.connect(database_url)
     try:
