@@ -49,6 +49,7 @@ TAGS: list[dict[str, str]] = [
     {"name": "comments", "description": "Comments on cards"},
     {"name": "commands", "description": "Any board command, as over the WebSocket"},
     {"name": "invitations", "description": "Invitation link tokens"},
+    {"name": "webhooks", "description": "A board's outgoing webhooks and their delivery attempts"},
     {"name": "realtime", "description": "The WebSocket endpoint"},
     {"name": "attachments", "description": "Files on cards: upload, download (signed links), thumbnails"},
     {"name": "blobs", "description": "Signed, expiring download links served by the server itself"},
@@ -196,7 +197,7 @@ def _tag(path: str) -> str:
 def _statuses(r: Route) -> set[int]:
     """The refusals a REST route can answer, by rule, plus the route's own."""
     out = set(r.errors) | {429}  # every REST route is rate limited
-    if r.body is not None or r.query or r.choices or r.idempotency_key:
+    if r.body is not None or r.query or r.choices or r.int_query or r.idempotency_key:
         out.add(400)
     if r.body is not None:
         out.add(413)
@@ -245,6 +246,15 @@ def _rest_operation(r: Route, ref: dict[type[Any], dict[str, Any]]) -> dict[str,
     params += [
         {"name": q, "in": "query", "required": False, "schema": {"type": "string", "enum": list(values)}}
         for q, values in r.choices
+    ]
+    params += [
+        {
+            "name": q,
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": low, "maximum": high},
+        }
+        for q, low, high in r.int_query
     ]
     if r.idempotency_key:
         params.append(
