@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -18,7 +20,7 @@ from PIL import Image
 from actors import Execute, GetSnapshot
 from protocol import commands as c
 from server.access import DEV_USER
-from server.keys import BLOB_LEDGER, BLOB_SWEEPER, BLOBS, POOL, REGISTRY, URL_SIGNER
+from server.keys import BLOB_LEDGER, BLOB_SWEEPER, BLOBS, POOL, REGISTRY, SETTINGS, URL_SIGNER
 from storage.blobs import new_key, put_bytes
 from tests.conftest import RunningServer, ServerFactory, create_board, create_column
 from tests.s3server import ACCESS_KEY, SECRET_KEY, create_bucket
@@ -702,3 +704,17 @@ async def test_the_sweeper_listens_again_after_its_connection_drops(
         assert await blob_keys(srv) == set()
     finally:
         await conn.close()
+
+
+async def test_leftovers_of_interrupted_local_writes_are_swept(start_server: ServerFactory) -> None:
+    """A crash in the middle of a local write leaves a part file in .incoming/ (never under a
+    key): removed once older than the grace period."""
+    srv = await start_server(blob_orphan_grace_s=60.0)
+    incoming = srv.app[SETTINGS].blob_root.resolve() / ".incoming"
+    old, fresh = incoming / "old.part", incoming / "fresh.part"
+    for path in (old, fresh):
+        path.write_bytes(b"half a file")
+    past = time.time() - 3600
+    os.utime(old, (past, past))
+    await _sweep(srv)
+    assert sorted(p.name for p in incoming.iterdir()) == ["fresh.part"]

@@ -121,10 +121,7 @@ class LocalBlobStore:
 
     async def list_incoming(self, older_than_s: float) -> list[Path]:
         """Leftovers of uploads a crash interrupted."""
-        cutoff = time.time() - older_than_s
-        return await asyncio.to_thread(
-            lambda: [p for p in self._incoming.iterdir() if p.stat().st_mtime < cutoff]
-        )
+        return await asyncio.to_thread(_older, self._incoming, time.time() - older_than_s)
 
     async def signed_url(
         self, key: str, *, expires_s: float, content_type: str, filename: str, inline: bool
@@ -162,6 +159,17 @@ def _publish(part: Path, final: Path) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _older(folder: Path, cutoff: float) -> list[Path]:
+    out = []
+    for path in folder.iterdir():
+        try:
+            if path.stat().st_mtime < cutoff:
+                out.append(path)
+        except FileNotFoundError:  # its upload just finished or failed
+            continue
+    return out
 
 
 def _walk(root: Path, base: Path) -> list[BlobInfo]:
