@@ -363,7 +363,7 @@ async def _sweep(srv: RunningServer) -> None:
 async def test_deleted_attachment_blobs_go_after_the_commit(
     start: Starter, http: aiohttp.ClientSession
 ) -> None:
-    srv = await start(blob_sweep_interval_s=3600.0)  # only the commit's notification wakes it
+    srv = await start(blob_sweep_interval_s=3600.0)  # an hour: only the deletion wakes the sweeper
     board_id, card_id = await board_with_card(http, srv.base)
     _, att = await upload(http, srv.base, board_id, card_id, png(), "p.png")
     _, kept = await upload(http, srv.base, board_id, card_id, b"keep me", "k.txt")
@@ -470,6 +470,8 @@ async def test_a_websocket_deletion_sweeps_after_its_commit(
     _, att = await upload(http, server.base, board_id, card_id, png(), "p.png")
     ws = await connect("json")
     await ws.join(board_id)
+    async with asyncio.timeout(10):
+        await server.app[BLOB_SWEEPER].listening.wait()  # the commit's NOTIFY will reach it
     swept = server.app[BLOB_SWEEPER].next_sweep()
     answer = await ws.cmd(board_id, {"op": "attachment.delete", "attachment_id": att["id"]})
     assert answer["type"] == "ack", answer
@@ -685,6 +687,8 @@ async def test_the_sweeper_listens_again_after_its_connection_drops(
     sweeper = srv.app[BLOB_SWEEPER]
     conn = await asyncpg.connect(database_url)
     try:
+        async with asyncio.timeout(10):
+            await sweeper.listening.wait()
         swept = sweeper.next_sweep()
         # PostgreSQL ends the sweeper's listening connection (a restart, a failover)
         killed = await conn.fetchval(
@@ -694,6 +698,7 @@ async def test_the_sweeper_listens_again_after_its_connection_drops(
         assert killed == 1
         async with asyncio.timeout(10):
             await swept  # woken by the termination, not the hour-long interval
+            await sweeper.listening.wait()  # and listening again
         swept = sweeper.next_sweep()
         # a card deletion (which wakes nobody itself): only the new LISTEN can tell the sweeper
         async with http.delete(f"{srv.base}{API}/{board_id}/cards/{card_id}") as r:

@@ -55,6 +55,7 @@ class BlobSweeper:
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncpg.Connection | None = None
         self._connecting: asyncio.Future[asyncpg.Connection] | None = None
+        self.listening = asyncio.Event()  # set while commits' notifications reach this sweeper
         self._waiters: list[asyncio.Future[SweepReport]] = []
         self._lock = asyncio.Lock()  # one sweep at a time in this process
 
@@ -156,12 +157,18 @@ class BlobSweeper:
             self._listener = conn = await asyncio.shield(self._connecting)
             await conn.add_listener(TRASH_CHANNEL, lambda *_: self._wake.set())
             # a dropped connection: sweep (and listen again) now, not at the next interval
-            conn.add_termination_listener(lambda *_: self._wake.set())
+            conn.add_termination_listener(self._dropped)
+            self.listening.set()
         except (OSError, asyncpg.PostgresError) as e:
             log.warning("blob_sweeper_listen_failed", error=repr(e))  # polling still works
             await self._unlisten()
 
+    def _dropped(self, *_: object) -> None:
+        self.listening.clear()
+        self._wake.set()
+
     async def _unlisten(self) -> None:
+        self.listening.clear()
         if self._connecting is not None and self._listener is None:
             with contextlib.suppress(Exception):
                 self._listener = await self._connecting
