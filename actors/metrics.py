@@ -109,6 +109,18 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.blob_failures = Counter(
+            "boardcast_blob_failures",
+            "Blob store operations that failed, by operation (put, get, delete, sign, sweep...)",
+            ["op"],
+            registry=r,
+        )
+        self.blob_deleted = Counter(
+            "boardcast_blobs_deleted",
+            "Blobs deleted by the sweeper: trash (after the commit that dropped them), orphan",
+            ["reason"],
+            registry=r,
+        )
         # ------------------------------------------------------------ several nodes
         self.redis_up = Gauge(
             "boardcast_bus_redis_up", "1 while the command bus reaches Redis, else 0", registry=r

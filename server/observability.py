@@ -13,7 +13,18 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from server.http import json_response
-from server.keys import AUTH, CONNECTIONS, GUARD, METRICS, POOL, REDIS, REGISTRY, WEBHOOK_REPO, WEBHOOKS
+from server.keys import (
+    AUTH,
+    BLOBS,
+    CONNECTIONS,
+    GUARD,
+    METRICS,
+    POOL,
+    REDIS,
+    REGISTRY,
+    WEBHOOK_REPO,
+    WEBHOOKS,
+)
 from server.node import node_report
 
 log = structlog.get_logger(__name__)
@@ -50,6 +61,9 @@ def health_handler(version: str) -> Handler:
         report: dict[str, object] = {"status": "ok", "version": version}
         postgres = await _probe(report, "postgres", _postgres(app))
         redis = await _probe(report, "redis", lambda: app[REDIS].ping())  # type: ignore[misc]
+        blobs = await _probe(report, "blob_store", app[BLOBS].check)
+        if not blobs:
+            app[METRICS].blob_failures.labels(op="check").inc()
         limiter = await app[GUARD].probe()
         report["rate_limiter"] = limiter
         oidc = app[AUTH].oidc
@@ -61,7 +75,7 @@ def health_handler(version: str) -> Handler:
         report["node"] = node_report(app[REGISTRY])
         if postgres:
             await _webhooks(app, report)
-        if not (postgres and redis and limiter["ok"]):
+        if not (postgres and redis and blobs and limiter["ok"]):
             report["status"] = "degraded"
         return json_response(report, 200 if postgres else 503)
 
