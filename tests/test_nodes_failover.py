@@ -21,11 +21,21 @@ pytestmark = pytest.mark.timeout(90)
 PER_CLIENT = 90
 
 
+@pytest.fixture(params=["redis", "redis-cluster"])
+def bus_redis(request: pytest.FixtureRequest, redis_url: str) -> tuple[str, bool]:
+    """The Redis the nodes share: one server, or a local three-master Redis Cluster."""
+    if request.param == "redis":
+        return redis_url, False
+    host, port = request.getfixturevalue("redis_cluster_nodes")[0]
+    return f"redis://{host}:{port}/0", True
+
+
 async def test_kill_9_of_the_owner_mid_storm_loses_nothing_acked_and_fails_over(
-    tmp_path: Path, database_url: str, redis_url: str, redis_prefix: str
+    tmp_path: Path, database_url: str, bus_redis: tuple[str, bool], redis_prefix: str
 ) -> None:
     prefix = f"{redis_prefix}-kill-{uuid.uuid4().hex[:8]}"
-    async with start_nodes(3, tmp_path, database_url, redis_url, prefix) as nodes:
+    url, cluster = bus_redis
+    async with start_nodes(3, tmp_path, database_url, url, prefix, redis_cluster=cluster) as nodes:
         bid, col = await new_board(nodes)
         other = await new_column(nodes, bid, 1, "d")
         clients = spread(nodes, bid, col, other=other)  # a mixed storm
