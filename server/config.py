@@ -98,6 +98,10 @@ class Settings:
     passivate_s: float = 60.0
     recent_events: int = 1024
     max_resume_events: int = 10_000
+    # history (server/api/history.py): a stored snapshot every this many seqs
+    history_snapshot_every: int = 500
+    # the largest import document accepted (POST /api/v1/boards/import)
+    import_max_bytes: int = 33_554_432
     ask_timeout_s: float = 10.0
     db_pool_max: int = 10
     # identity (docs/ACCESS.md)
@@ -184,6 +188,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "BOARDCAST_PASSIVATE_S": ("passivate_s", _positive(float)),
     "BOARDCAST_RECENT_EVENTS": ("recent_events", _positive(int)),
     "BOARDCAST_MAX_RESUME_EVENTS": ("max_resume_events", _positive(int)),
+    "BOARDCAST_HISTORY_SNAPSHOT_EVERY": ("history_snapshot_every", _positive(int)),
+    "BOARDCAST_IMPORT_MAX_BYTES": ("import_max_bytes", _positive(int)),
     "BOARDCAST_ASK_TIMEOUT_S": ("ask_timeout_s", _positive(float)),
     "BOARDCAST_DB_POOL_MAX": ("db_pool_max", _positive(int)),
     "BOARDCAST_AUTH": ("auth", _choice("jwt", "none")),

@@ -121,6 +121,15 @@ def path_uuid(request: web.Request, name: str) -> uuid.UUID:
 
 
 @dataclass(frozen=True, slots=True)
+class QueryParam:
+    """An optional query parameter other than a UUID, for /openapi.json."""
+
+    name: str
+    description: str
+    schema: tuple[tuple[str, Any], ...]  # JSON Schema keywords, as pairs
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     method: str
     path: str
@@ -135,6 +144,7 @@ class Route:
     idempotency_key: bool = False  # a board command: takes the Idempotency-Key header
     body_optional: bool = False  # the body may be left out (the cookie stands in for it)
     query: tuple[str, ...] = ()  # optional UUID query parameters
+    params: tuple[QueryParam, ...] = ()  # other optional query parameters
     errors: tuple[int, ...] = ()  # statuses of this route's own refusals (409, 410, 415...)
 
     @property

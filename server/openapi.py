@@ -42,6 +42,8 @@ TAGS: list[dict[str, str]] = [
     {"name": "cards", "description": "A board's cards"},
     {"name": "members", "description": "A board's members and their roles"},
     {"name": "invitations", "description": "Invitation link tokens"},
+    {"name": "history", "description": "Activity feeds; boards and cards as they were (time travel)"},
+    {"name": "imports", "description": "Board export, and imports running in the background"},
     {"name": "realtime", "description": "The WebSocket endpoint"},
     {"name": "operations", "description": "Health, metrics and this document"},
 ]
@@ -152,13 +154,15 @@ def _tag(path: str) -> str:
         return parts[0]
     if len(parts) < 3:
         return "boards"
-    return {"leave": "members", "transfer": "members"}.get(parts[2], parts[2])
+    return {"leave": "members", "transfer": "members", "activity": "history", "import": "imports"}.get(
+        parts[2], parts[2]
+    )
 
 
 def _statuses(r: Route) -> set[int]:
     """The refusals a REST route can answer, by rule, plus the route's own."""
     out = set(r.errors) | {429}  # every REST route is rate limited
-    if r.body is not None or r.query or r.idempotency_key:
+    if r.body is not None or r.query or r.params or r.idempotency_key:
         out.add(400)
     if r.body is not None:
         out.add(413)
@@ -198,17 +202,21 @@ def _int_formats(node: Any) -> None:
 
 
 def _path_parameters(path: str) -> list[dict[str, Any]]:
-    return [
-        {"name": p, "in": "path", "required": True, "schema": _UUID_SCHEMA}
-        for p in _PARAM.findall(path)
-    ]
+    return [{"name": p, "in": "path", "required": True, "schema": _UUID_SCHEMA} for p in _PARAM.findall(path)]
 
 
 def _rest_operation(r: Route, ref: dict[type[Any], dict[str, Any]]) -> dict[str, Any]:
     params = _path_parameters(r.path)
+    params += [{"name": q, "in": "query", "required": False, "schema": _UUID_SCHEMA} for q in r.query]
     params += [
-        {"name": q, "in": "query", "required": False, "schema": _UUID_SCHEMA}
-        for q in r.query
+        {
+            "name": p.name,
+            "in": "query",
+            "required": False,
+            "description": p.description,
+            "schema": dict(p.schema),
+        }
+        for p in r.params
     ]
     if r.idempotency_key:
         params.append(

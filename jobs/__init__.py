@@ -1,0 +1,1 @@
+"""Background jobs: imports now; generation and automation workers later (arq)."""

@@ -1,0 +1,1 @@
+"""REST route modules by area; each exports ROUTES."""

@@ -1,0 +1,325 @@
+"""History against a real server: the activity feed, time travel and card histories, checked
+against what real WebSocket and REST clients saw during a random run of commands."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import random
+import typing
+import uuid
+from typing import Any
+
+import asyncpg
+import msgspec
+import pytest
+
+from actors.replay import RULES, ReplayState
+from protocol import commands as c
+from protocol.model import BoardSnapshot, Card, Column
+from tests.conftest import create_board
+from tests.test_rest import API, assert_error, call
+
+EVERY = 37  # snapshot interval in these tests: many snapshots in a few hundred events
+
+
+@pytest.fixture
+def settings(settings):
+    return dataclasses.replace(settings, history_snapshot_every=EVERY)
+
+
+def test_every_event_type_has_a_replay_rule():
+    events = set(typing.get_args(c.Event))
+    assert events, "protocol.commands.Event is not a union"
+    missing = sorted(t.__name__ for t in events - set(RULES))
+    assert not missing, f"event types without a replay rule in actors/replay.py: {missing}"
+    assert set(RULES) <= events, "rules for types that are not events"
+
+
+def test_replay_refuses_a_gap_and_an_unknown_item():
+    st = ReplayState.origin(uuid.uuid4(), "B", "")
+    col = Column(id=uuid.uuid4(), title="A", rank=5)
+    with pytest.raises(Exception, match="seq"):
+        st.apply(2, c.ColumnCreated(column=col))
+    st.apply(1, c.ColumnCreated(column=col))
+    with pytest.raises(Exception, match="not on the board"):
+        st.apply(2, c.CardUpdated(card_id=uuid.uuid4(), title="x"))
+    assert st.seq == 1
+
+
+def test_replay_applies_partial_updates_and_rebalanced_ranks_exactly():
+    st = ReplayState.origin(uuid.uuid4(), "B", "d")
+    col = Column(id=uuid.uuid4(), title="A", rank=10)
+    a = Card(id=uuid.uuid4(), column_id=col.id, title="a", description="keep", rank=1)
+    b = Card(id=uuid.uuid4(), column_id=col.id, title="b", rank=2)
+    st.apply_all(
+        [
+            (1, c.ColumnCreated(column=col)),
+            (2, c.CardCreated(card=a)),
+            (3, c.CardCreated(card=b, rebalanced=[c.RankChange(a.id, 7)])),
+            (4, c.CardUpdated(card_id=a.id, title="a2")),
+            (5, c.CardMoved(card_id=b.id, column_id=col.id, rank=3, rebalanced=[c.RankChange(a.id, 9)])),
+            (6, c.BoardUpdated(description="new")),
+        ]
+    )
+    snap = st.snapshot()
+    assert (snap.title, snap.description, snap.seq) == ("B", "new", 6)
+    assert [(x.title, x.description, x.rank) for x in snap.cards] == [("b", "", 3), ("a2", "keep", 9)]
+
+
+# ------------------------------------------------------------------ a random run
+
+
+def _pick(rng: random.Random, items: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return rng.choice(items) if items else None
+
+
+def _random_op(rng: random.Random, snap: dict[str, Any], n: int) -> dict[str, Any]:
+    cols, cards = snap["columns"], snap["cards"]
+    roll = rng.random()
+    if not cols or roll < 0.08:
+        op: dict[str, Any] = {"op": "column.create", "title": f"col {n}"}
+        ref = _pick(rng, cols)
+        if ref and rng.random() < 0.5:
+            op[rng.choice(["after", "before"])] = ref["id"]
+        return op
+    if roll < 0.12:
+        return (
+            {"op": "board.update", "title": f"board {n}"}
+            if rng.random() < 0.5
+            else {
+                "op": "board.update",
+                "description": f"about {n}",
+            }
+        )
+    if roll < 0.15:
+        col = rng.choice(cols)
+        return {"op": "column.update", "column_id": col["id"], "title": f"renamed {n}"}
+    if roll < 0.19 and len(cols) > 1:
+        col, ref = rng.sample(cols, 2)
+        return {"op": "column.move", "column_id": col["id"], rng.choice(["after", "before"]): ref["id"]}
+    if roll < 0.21 and len(cols) > 2:
+        return {"op": "column.delete", "column_id": rng.choice(cols)["id"]}
+    if roll < 0.55 or not cards:
+        col = rng.choice(cols)
+        op = {"op": "card.create", "column_id": col["id"], "title": f"card {n}"}
+        if rng.random() < 0.3:
+            op["description"] = f"text {n}"
+        in_col = [x for x in cards if x["column_id"] == col["id"]]
+        ref = _pick(rng, in_col[:2])  # crowding the head of a column forces rebalances
+        if ref:
+            op["after"] = ref["id"]
+        return op
+    card = rng.choice(cards)
+    if roll < 0.7:
+        field = rng.choice(["title", "description", "both"])
+        op = {"op": "card.update", "card_id": card["id"]}
+        if field in ("title", "both"):
+            op["title"] = f"t{n}"
+        if field in ("description", "both"):
+            op["description"] = f"d{n}"
+        return op
+    if roll < 0.93:
+        col = rng.choice(cols)
+        op = {"op": "card.move", "card_id": card["id"], "column_id": col["id"]}
+        in_col = [x for x in cards if x["column_id"] == col["id"] and x["id"] != card["id"]]
+        ref = _pick(rng, in_col[:2])
+        if ref:
+            op["after"] = ref["id"]
+        return op
+    return {"op": "card.delete", "card_id": card["id"]}
+
+
+async def _random_run(http, server, connect, steps: int, seed: int):
+    """Returns the board id, what clients saw at each seq (REST snapshots after every ack, and
+    the snapshots of fresh WebSocket joins) and the observer's events."""
+    rng = random.Random(seed)
+    board = await create_board(http, server.base, "History")
+    bid = board["id"]
+    observer = await connect("json")
+    joined = await observer.join(bid)
+    seen: dict[int, dict[str, Any]] = {0: joined["snapshot"]}
+    writer = await connect("msgpack")
+    await writer.join(bid)
+    snap = joined["snapshot"]
+    for n in range(steps):
+        op = _random_op(rng, snap, n)
+        first = [x for x in snap["cards"] if snap["columns"] and x["column_id"] == snap["columns"][0]["id"]]
+        if steps // 3 <= n < steps // 3 + 40 and len(first) >= 2:
+            # Always right after the column's first card: the gap halves until a rebalance.
+            op = {
+                "op": "card.create",
+                "column_id": first[0]["column_id"],
+                "title": f"crowd {n}",
+                "after": first[0]["id"],
+            }
+        ack = await writer.cmd(bid, op)
+        assert ack["type"] == "ack", ack
+        got = await call(http, "GET", f"{server.base}{API}/{bid}")
+        snap = got.body
+        assert snap["seq"] == ack["seq"]
+        seen[snap["seq"]] = snap
+        if n % 25 == 0:  # a newcomer's join snapshot is also what a client saw
+            fresh = await connect(rng.choice(["json", "msgpack"]))
+            j = await fresh.join(bid)
+            assert j["snapshot"] == msgspec.json.decode(msgspec.json.encode(j["snapshot"]))
+            fresh_snap = msgspec.json.decode(msgspec.json.encode(j["snapshot"]))
+            assert fresh_snap["seq"] == snap["seq"] and fresh_snap == snap
+            await fresh.close()
+    events = await observer.wait_seq(bid, snap["seq"])
+    return bid, seen, events
+
+
+def _canon(snap: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot decoded into the protocol type and back: msgpack and JSON alike."""
+    s = msgspec.convert(snap, BoardSnapshot)
+    return msgspec.json.decode(msgspec.json.encode(s))
+
+
+async def test_time_travel_equals_what_clients_saw_at_every_seq(http, server, connect, database_url):
+    bid, seen, events = await _random_run(http, server, connect, steps=260, seed=7)
+    last = max(seen)
+    assert last == 260
+    rebalanced = [e for e in events if e["event"].get("rebalanced")]
+    assert rebalanced, "the run should have forced at least one rebalance"
+    assert {e["event"]["kind"] for e in events} >= {
+        "card.created",
+        "card.updated",
+        "card.moved",
+        "card.deleted",
+        "column.created",
+        "board.updated",
+    }
+    # Several passes: the first builds snapshots, later ones replay from them.
+    for _ in range(2):
+        for seq in sorted(seen):
+            got = await call(http, "GET", f"{server.base}{API}/{bid}", params={"at_seq": str(seq)})
+            assert got.status == 200, got.body
+            assert got.body == _canon(seen[seq]), f"time travel differs at seq {seq}"
+    conn = await asyncpg.connect(database_url)
+    try:
+        stored = [
+            r["seq"]
+            for r in await conn.fetch(
+                "SELECT seq FROM board_snapshots WHERE board_id = $1 ORDER BY seq", uuid.UUID(bid)
+            )
+        ]
+        assert stored == [0, *range(EVERY, last + 1, EVERY)]
+        # Without any snapshot but the origin, replay from the start gives the same boards.
+        await conn.execute("DELETE FROM board_snapshots WHERE board_id = $1 AND seq > 0", uuid.UUID(bid))
+    finally:
+        await conn.close()
+    for seq in random.Random(1).sample(sorted(seen), 30):
+        got = await call(http, "GET", f"{server.base}{API}/{bid}", params={"at_seq": str(seq)})
+        assert got.body == _canon(seen[seq]), seq
+
+    # The activity feed is the events the observer saw, newest first, page by page.
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params = {"limit": "40"} | ({"cursor": cursor} if cursor else {})
+        page = await call(http, "GET", f"{server.base}{API}/{bid}/activity", params=params)
+        assert page.status == 200, page.body
+        items += page.body["items"]
+        cursor = page.body["next_cursor"]
+        if cursor is None:
+            break
+    assert [i["seq"] for i in items] == list(range(last, 0, -1))
+    assert [i["event"] for i in reversed(items)] == [e["event"] for e in events]
+    assert all(i["author"]["name"] == "Developer" and i["summary"] for i in items)
+    assert all(i["at"].endswith("Z") or i["at"].endswith("+00:00") for i in items)
+
+
+async def test_card_history_is_the_card_after_each_event_that_changed_it(http, server, connect):
+    bid, seen, _ = await _random_run(http, server, connect, steps=120, seed=11)
+    by_card: dict[str, list[tuple[int, dict[str, Any] | None]]] = {}
+    prev: dict[str, dict[str, Any]] = {}
+    for seq in sorted(seen):
+        now = {x["id"]: x for x in seen[seq]["cards"]}
+        for card_id in set(now) | set(prev):
+            if now.get(card_id) != prev.get(card_id):
+                by_card.setdefault(card_id, []).append((seq, now.get(card_id)))
+        prev = now
+    assert len(by_card) > 10
+    for card_id, expected in by_card.items():
+        got = await call(
+            http, "GET", f"{server.base}{API}/{bid}/cards/{card_id}/history", params={"limit": "200"}
+        )
+        assert got.status == 200, got.body
+        steps = [(s["seq"], s["card"]) for s in got.body["steps"]]
+        # Every change of the card is a step; a step may also be an event that touched the card
+        # and left it as it was (a card moved to where it already was).
+        changes = [st for i, st in enumerate(steps) if i == 0 or st[1] != steps[i - 1][1]]
+        assert changes == expected, card_id
+        assert [s for s, _ in steps] == sorted({s for s, _ in steps})
+        feed = await call(http, "GET", f"{server.base}{API}/{bid}/cards/{card_id}/activity")
+        assert [i["seq"] for i in feed.body["items"]] == [s for s, _ in reversed(steps)][:50]
+
+
+async def test_time_travel_by_time_and_its_refusals(http, server):
+    base = server.base
+    bid = (await create_board(http, base, "Clock"))["id"]
+    url = f"{base}{API}/{bid}"
+    col = (await call(http, "POST", f"{url}/columns", json={"title": "A"})).body
+    await asyncio.sleep(0.05)
+    middle = dt.datetime.now(dt.UTC)
+    await asyncio.sleep(0.05)
+    await call(http, "POST", f"{url}/cards", json={"column_id": col["id"], "title": "later"})
+    got = await call(http, "GET", url, params={"at": middle.isoformat()})
+    assert got.status == 200, got.body
+    assert (
+        got.body["seq"] == 1
+        and got.body["cards"] == []
+        and [x["title"] for x in got.body["columns"]] == ["A"]
+    )
+    now = await call(
+        http, "GET", url, params={"at": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")}
+    )
+    assert now.body["seq"] == 2
+    err = assert_error(await call(http, "GET", url, params={"at_seq": "3"}), 404, "not_found")
+    assert err["details"] == {"at_seq": 3, "seq": 2}
+    for bad in (
+        {"at_seq": "-1"},
+        {"at_seq": "x"},
+        {"at_seq": "1", "at": middle.isoformat()},
+        {"at": "yesterday"},
+        {"at": "2026-01-01T00:00:00"},
+    ):
+        assert_error(await call(http, "GET", url, params=bad), 400, "bad_request")
+    assert_error(await call(http, "GET", url, params={"at": "2000-01-01T00:00:00Z"}), 404, "not_found")
+    assert_error(await call(http, "GET", f"{url}/activity", params={"limit": "0"}), 400, "bad_request")
+    assert_error(await call(http, "GET", f"{url}/activity", params={"limit": "201"}), 400, "bad_request")
+    assert_error(await call(http, "GET", f"{url}/activity", params={"order": "up"}), 400, "bad_request")
+    assert_error(await call(http, "GET", f"{url}/cards/{uuid.uuid4()}/history"), 404, "not_found")
+    # Reading history changed nothing.
+    assert (await call(http, "GET", url)).body["seq"] == 2
+
+
+async def test_history_is_readable_by_every_role_and_by_nobody_else(http, start_server):
+    from tests import roles
+
+    srv = await start_server(auth="jwt")
+    people = await roles.accounts(http, srv.base, "owner", "admin", "member", "viewer", "stranger")
+    bid = await roles.board_with_roles(http, srv.base, people)
+    url = roles.board_url(srv.base, bid)
+    col = await roles.call(http, "POST", f"{url}/columns", people["member"], json={"title": "A"})
+    card = await roles.call(
+        http, "POST", f"{url}/cards", people["member"], json={"column_id": col.body["id"], "title": "x"}
+    )
+    paths = [
+        "/activity",
+        f"/cards/{card.body['id']}/activity",
+        f"/cards/{card.body['id']}/history",
+        "?at_seq=1",
+    ]
+    for role in roles.ROLES:
+        for path in paths:
+            r = await roles.call(http, "GET", url + path, people[role])
+            assert r.status == 200, (role, path, r.body)
+    feed = await roles.call(http, "GET", f"{url}/activity", people["viewer"])
+    assert [i["author"]["name"] for i in feed.body["items"]] == ["member", "member"]
+    assert feed.body["items"][0]["summary"] == "added card “x”"
+    for path in paths:
+        roles.assert_error(await roles.call(http, "GET", url + path, people["stranger"]), 404, "not_found")
+        roles.assert_unauthorized(await roles.call(http, "GET", url + path))
