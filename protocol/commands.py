@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import uuid
 
-import msgspec
-
+from protocol.base import RankChange, _Command, _Event
+from protocol.card_ops import *  # noqa: F403
+from protocol.card_ops import CardCommand, CardEvent, CardsPolicy
 from protocol.model import Card, Column, Text, Title, Uuid
-
-
-class _Command(msgspec.Struct, kw_only=True, tag_field="op", forbid_unknown_fields=True):
-    pass
+from protocol.part_ops import *  # noqa: F403
+from protocol.part_ops import PartCommand, PartEvent
+from protocol.taxonomy_ops import *  # noqa: F403
+from protocol.taxonomy_ops import TaxonomyCommand, TaxonomyEvent
 
 
 class UpdateBoard(_Command, tag="board.update"):
@@ -43,7 +44,13 @@ class MoveColumn(_Command, tag="column.move"):
 
 
 class DeleteColumn(_Command, tag="column.delete"):
+    """Delete a column. One that still holds cards (archived ones included) is refused
+    unless ``cards`` says what happens to them: ``move`` them (in their order, after the
+    cards there) to the column ``move_to``, or ``delete`` them with it."""
+
     column_id: Uuid
+    cards: CardsPolicy = "refuse"
+    move_to: Uuid | None = None
 
 
 class CreateCard(_Command, tag="card.create"):
@@ -83,18 +90,10 @@ Command = (
     | UpdateCard
     | MoveCard
     | DeleteCard
+    | CardCommand
+    | TaxonomyCommand
+    | PartCommand
 )
-
-
-class RankChange(msgspec.Struct, array_like=True):
-    """A new rank for one item, sent when a list had to be rebalanced."""
-
-    id: uuid.UUID
-    rank: int
-
-
-class _Event(msgspec.Struct, kw_only=True, tag_field="kind", omit_defaults=True):
-    pass
 
 
 class BoardUpdated(_Event, tag="board.updated"):
@@ -124,7 +123,9 @@ class ColumnMoved(_Event, tag="column.moved"):
 
 class ColumnDeleted(_Event, tag="column.deleted"):
     column_id: uuid.UUID
-    card_ids: list[uuid.UUID] = []
+    card_ids: list[uuid.UUID] = []  # cards deleted with it
+    moved: list[Card] = []  # cards moved out of it, complete, in their new column
+    blob_keys: list[str] = []  # of the deleted cards' attachments (and thumbnails)
 
 
 class CardCreated(_Event, tag="card.created"):
@@ -147,6 +148,7 @@ class CardMoved(_Event, tag="card.moved"):
 
 class CardDeleted(_Event, tag="card.deleted"):
     card_id: uuid.UUID
+    blob_keys: list[str] = []  # of its attachments (and thumbnails), deletable after the commit
 
 
 Event = (
@@ -160,4 +162,7 @@ Event = (
     | CardUpdated
     | CardMoved
     | CardDeleted
+    | CardEvent
+    | TaxonomyEvent
+    | PartEvent
 )

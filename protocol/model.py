@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
@@ -69,18 +69,105 @@ else:
 :func:`dec_hook`)."""
 
 
+# Times on the board (start and due dates, comment times) are milliseconds since the Unix
+# epoch, like ``ts_ms``; bounded to 0..2**53 so that every JSON client reads them exactly.
+Millis = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=_NO_NUL)]
+# A colour: "#rrggbb" (lower-case hex) or a palette name such as "green" or "sky_light".
+Colour = Annotated[str, msgspec.Meta(pattern="^(#[0-9a-f]{6}|[a-z][a-z_]{0,23})$")]
+WipLimit = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+FieldKind = Literal["text", "number", "date", "checkbox", "select"]
+# A custom field's value on a card: text (str), number (float), date (int ms), checkbox (bool),
+# select (an option id as a string). The board checks the value against the field's kind.
+FieldValue = str | int | float | bool
+
+
 class Column(msgspec.Struct, kw_only=True):
     id: uuid.UUID
     title: str
     rank: int
+    colour: str | None = None
+    wip_limit: int | None = None  # most unarchived cards the column takes (None: no limit)
+    archived: bool = False
 
 
 class Card(msgspec.Struct, kw_only=True):
     id: uuid.UUID
     column_id: uuid.UUID
     title: str
-    description: str = ""
+    description: str = ""  # Markdown
     rank: int
+    start_ms: int | None = None
+    due_ms: int | None = None
+    done: bool = False
+    assignees: list[uuid.UUID] = []  # member user ids, in the order they were assigned
+    label_ids: list[uuid.UUID] = []
+    cover_id: uuid.UUID | None = None  # one of the card's attachments
+    archived: bool = False
+    fields: dict[uuid.UUID, FieldValue] = {}  # custom field id -> value
+
+
+class Label(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    name: str
+    colour: str
+
+
+class FieldOption(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    name: str
+    colour: str | None = None
+
+
+class CustomField(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    name: str
+    kind: FieldKind
+    options: list[FieldOption] = []  # select fields only
+    rank: int  # fields are shown in rank order
+
+
+class Checklist(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    card_id: uuid.UUID
+    title: str
+    rank: int  # among the card's checklists
+
+
+class ChecklistItem(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    checklist_id: uuid.UUID
+    card_id: uuid.UUID  # the card of its checklist
+    text: str
+    rank: int  # within its checklist
+    done: bool = False
+    assignee_id: uuid.UUID | None = None
+    due_ms: int | None = None
+
+
+class Comment(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    card_id: uuid.UUID
+    author_id: uuid.UUID
+    body: str  # Markdown
+    mentions: list[uuid.UUID] = []  # members named with @name in the body
+    created_at_ms: int
+    edited_at_ms: int | None = None
+
+
+class Attachment(msgspec.Struct, kw_only=True):
+    """A file on a card. Built only by the server's upload route (``attachment.add``), after
+    the blob is stored under ``blob_key`` (and its thumbnail under ``thumb_key``)."""
+
+    id: Uuid
+    card_id: Uuid
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=_NO_NUL)]
+    content_type: Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=_NO_NUL)]
+    size: Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)]
+    blob_key: Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=_NO_NUL)]
+    thumb_key: Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=_NO_NUL)] | None = None
+    created_by: Uuid
+    created_at_ms: Millis
 
 
 class BoardInfo(msgspec.Struct, kw_only=True):
@@ -93,7 +180,10 @@ class BoardInfo(msgspec.Struct, kw_only=True):
 
 
 class BoardSnapshot(msgspec.Struct, kw_only=True):
-    """A whole board at one `seq`: columns and cards each sorted by rank."""
+    """A whole board at one `seq`: columns and cards each sorted by rank (cards grouped by
+    column in column order), labels by name, custom fields, checklists and items by rank
+    (grouped by card and checklist), comments and attachments oldest first. Archived cards and
+    columns are included, flagged."""
 
     id: uuid.UUID
     title: str
@@ -101,6 +191,13 @@ class BoardSnapshot(msgspec.Struct, kw_only=True):
     seq: int
     columns: list[Column]
     cards: list[Card]
+    allow_wip_overflow: bool = False
+    labels: list[Label] = []
+    fields: list[CustomField] = []
+    checklists: list[Checklist] = []
+    items: list[ChecklistItem] = []
+    comments: list[Comment] = []
+    attachments: list[Attachment] = []
 
 
 class PresenceEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
