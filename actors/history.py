@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import msgspec
 import structlog
 
-from actors.replay import ReplayError, ReplayState
+from actors.replay import CardParts, ReplayError, ReplayState
 from protocol import commands as c
 from protocol.model import BoardSnapshot, Card, dec_hook
 from storage.history import HistoryRepo, LoggedEvent, StoredSnapshot
@@ -40,6 +40,11 @@ class CardStep:
     row: LoggedEvent
     event: c.Event
     card: Card | None
+    parts: CardParts
+
+
+def _with_row(step: CardStep, row: LoggedEvent) -> CardStep:
+    return CardStep(row, step.event, step.card, step.parts)
 
 
 class HistoryReader:
@@ -74,13 +79,13 @@ class HistoryReader:
 
         def visit(row: LoggedEvent, event: c.Event, touched: set[uuid.UUID], st: ReplayState) -> None:
             if row.seq in wanted:
-                steps.append(CardStep(row, event, st.card(card_id)))
+                steps.append(CardStep(row, event, st.card(card_id), st.card_parts(card_id)))
 
         state = await self._start(board_id, rows[0].seq - 1)
         await self._replay(board_id, state, rows[-1].seq, visit=visit)
         by_seq = {s.row.seq: s for s in steps}
         # The feed's rows carry author names; the replay's do not.
-        return [CardStep(r, by_seq[r.seq].event, by_seq[r.seq].card) for r in rows if r.seq in by_seq]
+        return [_with_row(by_seq[r.seq], r) for r in rows if r.seq in by_seq]
 
     # ------------------------------------------------------------------ replay
 

@@ -8,7 +8,7 @@ import uuid
 import msgspec
 
 from protocol.commands import Event
-from protocol.model import Card
+from protocol.model import Attachment, Card, Checklist, ChecklistItem, Comment
 
 
 class Author(msgspec.Struct, kw_only=True):
@@ -37,7 +37,8 @@ class ActivityPage(msgspec.Struct, kw_only=True):
 
 
 class CardStep(msgspec.Struct, kw_only=True):
-    """A card right after one event that changed it; ``card`` is null once it is deleted."""
+    """A card right after one event that changed it or what hangs off it; ``card`` is null
+    (and the lists empty) once it is deleted."""
 
     seq: int
     kind: str
@@ -45,6 +46,10 @@ class CardStep(msgspec.Struct, kw_only=True):
     author: Author
     event: Event
     card: Card | None
+    checklists: list[Checklist] = []
+    items: list[ChecklistItem] = []
+    comments: list[Comment] = []
+    attachments: list[Attachment] = []
 
 
 class CardHistory(msgspec.Struct, kw_only=True):

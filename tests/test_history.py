@@ -17,6 +17,7 @@ import pytest
 
 from actors.replay import RULES, ReplayState
 from protocol import commands as c
+from protocol.base import RankChange
 from protocol.model import BoardSnapshot, Card, Column
 from tests.conftest import create_board
 from tests.test_rest import API, assert_error, call
@@ -57,9 +58,9 @@ def test_replay_applies_partial_updates_and_rebalanced_ranks_exactly():
         [
             (1, c.ColumnCreated(column=col)),
             (2, c.CardCreated(card=a)),
-            (3, c.CardCreated(card=b, rebalanced=[c.RankChange(a.id, 7)])),
+            (3, c.CardCreated(card=b, rebalanced=[RankChange(a.id, 7)])),
             (4, c.CardUpdated(card_id=a.id, title="a2")),
-            (5, c.CardMoved(card_id=b.id, column_id=col.id, rank=3, rebalanced=[c.RankChange(a.id, 9)])),
+            (5, c.CardMoved(card_id=b.id, column_id=col.id, rank=3, rebalanced=[RankChange(a.id, 9)])),
             (6, c.BoardUpdated(description="new")),
         ]
     )

@@ -178,6 +178,10 @@ async def card_history(request: web.Request) -> web.Response:
             author=_author(s.row),
             event=s.event,
             card=s.card,
+            checklists=s.parts.checklists,
+            items=s.parts.items,
+            comments=s.parts.comments,
+            attachments=s.parts.attachments,
         )
         for s in steps
     ]
