@@ -29,7 +29,7 @@ from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
 from protocol.model import BoardInfo, BoardSnapshot, Card, Column, Text, Title, Uuid
 from server import accounts, membership
 from server.access import Action, Grant, User, authorize, current_user
-from server.api import history
+from server.api import history, transfer
 from server.http import (
     Body,
     Route,
@@ -434,4 +434,4 @@ BOARD_ROUTES: list[Route] = [
     ),
 ]
 
-ROUTES: list[Route] = accounts.ROUTES + BOARD_ROUTES + membership.ROUTES + history.ROUTES
+ROUTES: list[Route] = accounts.ROUTES + BOARD_ROUTES + membership.ROUTES + history.ROUTES + transfer.ROUTES

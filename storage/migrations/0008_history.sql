@@ -61,7 +61,7 @@ CREATE TABLE import_jobs (
     kind         text NOT NULL CHECK (kind IN ('boardcast', 'trello')),
     state        text NOT NULL CHECK (state IN ('queued', 'running', 'succeeded', 'failed')),
     title        text,
-    source       jsonb,                 -- the document; dropped when the job ends
+    source       text,                  -- the document as sent (JSON); dropped when the job ends
     done         integer NOT NULL DEFAULT 0,
     total        integer NOT NULL DEFAULT 0,
     board_id     uuid REFERENCES boards (id) ON DELETE SET NULL,
