@@ -41,7 +41,7 @@ from protocol import commands as c
 from protocol.codec import JSON, Codec
 from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
 from protocol.messages import Ack, EventMsg, Joined, ServerMessage
-from protocol.model import Card, Column, dec_hook
+from protocol.model import dec_hook
 from storage import BoardRepo, FencedOut, StaleBoard, StoredEvent
 
 log = structlog.get_logger(__name__)
@@ -91,7 +91,7 @@ class _Pending:
     seq: int
     event: EventMsg | None  # None for a duplicate of an earlier request
     fp: int | None  # fingerprint of the command, when it has a request id
-    entity: Column | Card | None = None
+    entity: msgspec.Struct | None = None
 
 
 class BoardActor(Actor):
@@ -255,7 +255,11 @@ class BoardActor(Actor):
                     return
                 reused_at = seq
         # Before the conflict answer, which would tell someone without access about the board.
-        refused = msg.origin.refusal(self.board_id, msg.cmd) if msg.origin is not None else None
+        refused = (
+            msg.origin.refusal(self.board_id, msg.cmd, st.owns(msg.cmd, msg.author))
+            if msg.origin is not None
+            else None
+        )
         if refused is not None:
             self._metrics.commands.labels(op=msg.cmd.__struct_config__.tag, outcome=refused.code).inc()
             env.fail(refused)
@@ -269,8 +273,9 @@ class BoardActor(Actor):
                 )
             )
             return
+        now_ms = int(time.time() * 1000)
         try:
-            event = st.apply(msg.cmd)
+            event = st.apply(msg.cmd, msg.author, now_ms)
         except BoardcastError as e:
             self._metrics.commands.labels(op=msg.cmd.__struct_config__.tag, outcome=e.code).inc()
             env.fail(e)
@@ -282,7 +287,7 @@ class BoardActor(Actor):
             board_id=self.board_id,
             seq=st.seq,
             author=msg.author,
-            ts_ms=int(time.time() * 1000),
+            ts_ms=now_ms,
             event=event,
             rid=msg.rid,
         )
@@ -616,6 +621,12 @@ class BoardActor(Actor):
     async def _access_changed(self, msg: AccessChanged) -> None:
         subs = [s for s in self._subs.values() if msg.user_id is None or s.user_id == msg.user_id]
         await self._read_access_or_drop(subs)
+        # Who may be assigned or mentioned: read again on every membership change (never per
+        # command). A failed read keeps the list as it was; the next change or reload fixes it.
+        try:
+            self._board.members = await self._repo.member_names(self.board_id)
+        except Exception as e:
+            self._log.error("members_read_failed", error=repr(e))
 
     async def _read_access_or_drop(self, subs: list[Subscriber]) -> None:
         """:meth:`_read_access`; if the read fails, a grant could be stale: those viewers lose

@@ -7,11 +7,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgspec
+
 from protocol import commands as c
 from protocol.codec import Codec
 from protocol.errors import BoardcastError
 from protocol.messages import EventMsg, ServerMessage
-from protocol.model import Card, Column
 
 # (board_id, user ids) -> each user's grant on the board; a user without access is left out.
 # The grants are opaque to the actor: the server decides them (server.access) and the
@@ -41,9 +42,10 @@ class Subscriber(Protocol):
         """The viewer's access to this board is now ``grant``, as the :data:`AccessLookup`
         answered (None: none). Returns whether the viewer keeps the board."""
 
-    def refusal(self, board_id: uuid.UUID, cmd: c.Command) -> BoardcastError | None:
+    def refusal(self, board_id: uuid.UUID, cmd: c.Command, own: bool = True) -> BoardcastError | None:
         """Why this viewer may not apply ``cmd`` to the board now (None: it may), by the
-        grant :meth:`access_changed` keeps current. Asked when the command is applied, in
+        grant :meth:`access_changed` keeps current; ``own``: whether the viewer wrote what
+        the command is about (a comment), as the board knows it. Asked when the command is applied, in
         mailbox order, so a removal or demotion the actor has already processed holds for
         every command behind it, however long the command waited in the mailbox."""
 
@@ -79,9 +81,9 @@ class CommandResult:
     seq: int
     duplicate: bool
     event: EventMsg | None
-    # The column or card as this command left it (for REST replies); None for deletes,
-    # board updates and duplicates.
-    entity: Column | Card | None = None
+    # The entity (column, card, label, checklist, comment...) as this command left it, for
+    # REST replies; None for deletes, board updates and duplicates.
+    entity: msgspec.Struct | None = None
 
 
 @dataclass(slots=True)

@@ -1,4 +1,10 @@
-"""Integer ranks in a 63-bit space for ordered lists (columns, cards in a column).
+"""Integer ranks in a 53-bit space for ordered lists (columns, cards in a column, checklists
+on a card, items in a checklist).
+
+53 bits, not 63: every rank then is an integer JavaScript's ``JSON.parse`` reads exactly
+(``Number.MAX_SAFE_INTEGER`` is 2**53 - 1), so browser clients on the JSON encoding can compare
+and send back the ranks they were given. Midpoints still leave ~50 insertions between two
+neighbours before a rebalance.
 
 A new position takes the midpoint between its neighbours: O(1), no other row changes. When
 neighbours touch (no integer between them), the list is rebalanced: every item gets an
@@ -10,10 +16,11 @@ from __future__ import annotations
 import bisect
 import uuid
 
-RANK_MAX = 2**63 - 1
+RANK_MAX = 2**53 - 1
 # Appending steps by a fixed gap rather than halving towards RANK_MAX, so that a long run of
-# appends (the common case) needs ~2**31 steps before any rebalance.
-APPEND_GAP = 2**32
+# appends (the common case) needs ~2**22 steps before any rebalance, and ~30 insertions fit
+# between two appended neighbours.
+APPEND_GAP = 2**30
 _LOW = 0  # exclusive bounds: a rank r always satisfies _LOW < r < _HIGH
 _HIGH = RANK_MAX + 1
 

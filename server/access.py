@@ -22,7 +22,7 @@ from storage.members import DeletedBoard, MemberRepo
 
 DEV_USER_ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
 
-ROLES = ("owner", "admin", "member", "viewer")  # most powerful first
+ROLES = ("owner", "admin", "member", "commenter", "viewer")  # most powerful first
 
 
 class Via(enum.Enum):
@@ -57,18 +57,39 @@ DEV_USER = User(id=DEV_USER_ID, name="Developer", email="dev@boardcast.local")
 
 class Action(enum.Enum):
     READ = "read"  # join, snapshot, list, members
-    WRITE = "write"  # cards and columns
-    ADMIN = "admin"  # board settings, members, invitations
+    COMMENT = "comment"  # comment on cards; edit and delete one's own comments
+    WRITE = "write"  # cards, columns, checklists, assignees, label and field values, attachments
+    ADMIN = "admin"  # board settings, labels, custom fields, others' comments, members, invitations
     DELETE = "delete"  # delete the board
     TRANSFER = "transfer"  # hand ownership to another member
 
 
 _ALLOWED: dict[str, frozenset[Action]] = {
     "viewer": frozenset({Action.READ}),
-    "member": frozenset({Action.READ, Action.WRITE}),
-    "admin": frozenset({Action.READ, Action.WRITE, Action.ADMIN}),
+    "commenter": frozenset({Action.READ, Action.COMMENT}),
+    "member": frozenset({Action.READ, Action.COMMENT, Action.WRITE}),
+    "admin": frozenset({Action.READ, Action.COMMENT, Action.WRITE, Action.ADMIN}),
     "owner": frozenset(Action),
 }
+
+# Board commands that are admin work: the board's settings and its vocabulary (labels and
+# custom fields), which every card shares.
+_ADMIN_OPS: tuple[type, ...] = (
+    commands.UpdateBoard,
+    commands.ConfigureBoard,
+    commands.CreateLabel,
+    commands.UpdateLabel,
+    commands.DeleteLabel,
+    commands.CreateField,
+    commands.UpdateField,
+    commands.AddFieldOption,
+    commands.RemoveFieldOption,
+    commands.DeleteField,
+)
+_COMMENT_OPS: tuple[type, ...] = (commands.CreateComment, commands.EditComment, commands.DeleteComment)
+# Commands only the server builds (the upload route, once the blob is stored): a client
+# sending one over the WebSocket or a generic command route is refused.
+SERVER_ONLY_OPS: tuple[type, ...] = (commands.AddAttachment,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +109,28 @@ def current_user(request: web.Request) -> User:
     return user
 
 
-def action_for(cmd: commands.Command) -> Action:
-    """What a board command needs: board settings are admin work, the rest is writing."""
-    return Action.ADMIN if isinstance(cmd, commands.UpdateBoard) else Action.WRITE
+def action_for(cmd: commands.Command, own: bool = True) -> Action:
+    """What a board command needs: board settings, labels and custom fields are admin work;
+    comments need the comment right (deleting someone else's comment, ``own`` False, is admin
+    work: editing it is refused to everyone but its author by the board); the rest is
+    writing."""
+    if isinstance(cmd, _ADMIN_OPS):
+        return Action.ADMIN
+    if isinstance(cmd, _COMMENT_OPS):
+        return Action.COMMENT if own or isinstance(cmd, commands.EditComment) else Action.ADMIN
+    return Action.WRITE
+
+
+def client_may_send(cmd: commands.Command) -> None:
+    """Refuse a command that only the server may build, when a client sent it (WebSocket
+    frames and generic REST command bodies)."""
+    if isinstance(cmd, SERVER_ONLY_OPS):
+        raise BoardcastError(
+            ErrorCode.FORBIDDEN,
+            f"{cmd.__struct_config__.tag} is made by the server when a file is uploaded: "
+            "POST the file to /api/v1/boards/{board_id}/cards/{card_id}/attachments",
+            {"op": cmd.__struct_config__.tag, "reason": "server_only"},
+        )
 
 
 def role_allows(role: str, action: Action) -> bool:

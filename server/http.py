@@ -144,6 +144,7 @@ class Route:
     idempotency_key: bool = False  # a board command: takes the Idempotency-Key header
     body_optional: bool = False  # the body may be left out (the cookie stands in for it)
     query: tuple[str, ...] = ()  # optional UUID query parameters
+    choices: tuple[tuple[str, tuple[str, ...]], ...] = ()  # optional query parameters: (name, values)
     params: tuple[QueryParam, ...] = ()  # other optional query parameters
     errors: tuple[int, ...] = ()  # statuses of this route's own refusals (409, 410, 415...)
 

@@ -40,8 +40,8 @@ from storage.members import InvitationGone, InvitationRecord, MemberRecord, Memb
 
 log = structlog.get_logger(__name__)
 
-Role = Literal["owner", "admin", "member", "viewer"]
-InviteRole = Literal["admin", "member", "viewer"]
+Role = Literal["owner", "admin", "member", "commenter", "viewer"]
+InviteRole = Literal["admin", "member", "commenter", "viewer"]
 
 # ------------------------------------------------------------------ bodies
 

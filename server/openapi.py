@@ -162,7 +162,7 @@ def _tag(path: str) -> str:
 def _statuses(r: Route) -> set[int]:
     """The refusals a REST route can answer, by rule, plus the route's own."""
     out = set(r.errors) | {429}  # every REST route is rate limited
-    if r.body is not None or r.query or r.params or r.idempotency_key:
+    if r.body is not None or r.query or r.choices or r.params or r.idempotency_key:
         out.add(400)
     if r.body is not None:
         out.add(413)
@@ -208,6 +208,10 @@ def _path_parameters(path: str) -> list[dict[str, Any]]:
 def _rest_operation(r: Route, ref: dict[type[Any], dict[str, Any]]) -> dict[str, Any]:
     params = _path_parameters(r.path)
     params += [{"name": q, "in": "query", "required": False, "schema": _UUID_SCHEMA} for q in r.query]
+    params += [
+        {"name": q, "in": "query", "required": False, "schema": {"type": "string", "enum": list(values)}}
+        for q, values in r.choices
+    ]
     params += [
         {
             "name": p.name,

@@ -10,7 +10,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import msgspec
 from aiohttp import web
@@ -258,7 +258,16 @@ async def move_column(request: web.Request) -> web.Response:
 
 async def delete_column(request: web.Request) -> web.Response:
     col_id = path_uuid(request, "column_id")
-    await _execute(request, Action.WRITE, c.DeleteColumn(column_id=col_id))
+    policy = request.query.get("cards", "refuse")
+    if policy not in ("refuse", "move", "delete"):
+        raise bad_request("cards must be refuse, move or delete")
+    cards = cast(c.CardsPolicy, policy)
+    move_to = None
+    if "move_to" in request.query:
+        move_to = parse_uuid(request.query["move_to"])
+        if move_to is None:
+            raise bad_request("move_to is not a UUID in canonical form")
+    await _execute(request, Action.WRITE, c.DeleteColumn(column_id=col_id, cards=cards, move_to=move_to))
     return web.Response(status=204)
 
 
@@ -394,9 +403,11 @@ BOARD_ROUTES: list[Route] = [
         "DELETE",
         f"{_B}/columns/{{column_id}}",
         delete_column,
-        "Delete a column and its cards",
+        "Delete a column; one holding cards needs cards=move (with move_to) or cards=delete",
         status=204,
         idempotency_key=True,
+        query=("move_to",),
+        choices=(("cards", ("refuse", "move", "delete")),),
     ),
     Route(
         "POST",

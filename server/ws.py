@@ -154,11 +154,11 @@ class Connection(BoardRequests):
         if self._boards.pop(board_id, None) is not None:
             self.send(Left(board_id=board_id, reason=reason))
 
-    def refusal(self, board_id: uuid.UUID, cmd: Command) -> BoardcastError | None:
+    def refusal(self, board_id: uuid.UUID, cmd: Command, own: bool = True) -> BoardcastError | None:
         grant = self._boards.get(board_id)
         if grant is None:  # access revoked (the connection was told) or left since sending
             return BoardcastError(ErrorCode.NOT_JOINED, "not joined to this board")
-        action = action_for(cmd)
+        action = action_for(cmd, own)
         return None if role_allows(grant.role, action) else forbidden(grant.role, action)
 
     def joining(self, board_id: uuid.UUID) -> bool:

@@ -37,7 +37,7 @@ from protocol.messages import (
     ServerMessage,
     SetPresence,
 )
-from server.access import Action, BoardDeleted, Grant, User, authorize
+from server.access import Action, BoardDeleted, Grant, User, authorize, client_may_send
 from server.config import Settings
 from server.ratelimit import LocalBucket
 from storage import MemberRepo
@@ -110,6 +110,7 @@ class BoardRequests:
         # acknowledged as a duplicate, not refused.
         if msg.board_id not in self._boards:
             raise BoardcastError(ErrorCode.NOT_JOINED, "join the board before sending commands")
+        client_may_send(msg.op)
         while self._inflight >= MAX_INFLIGHT:
             # Back-pressure: stop reading this socket until the board answers some commands.
             if self._inflight_free is None:

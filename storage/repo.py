@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
+import msgspec
 
-from protocol.model import BoardInfo, Card, Column
+from protocol.model import (
+    Attachment,
+    BoardInfo,
+    Card,
+    Checklist,
+    ChecklistItem,
+    Column,
+    Comment,
+    CustomField,
+    FieldOption,
+    Label,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +49,14 @@ class LoadedBoard:
     cards: list[Card]
     # (author, request id, seq, fingerprint of the command; None for events logged before 0004)
     recent_requests: list[tuple[uuid.UUID, str, int, int | None]]
+    allow_wip_overflow: bool = False
+    labels: list[Label] = field(default_factory=list)
+    fields: list[CustomField] = field(default_factory=list)
+    checklists: list[Checklist] = field(default_factory=list)
+    items: list[ChecklistItem] = field(default_factory=list)
+    comments: list[Comment] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+    members: dict[uuid.UUID, str] = field(default_factory=dict)  # user id -> name
 
 
 @dataclass(slots=True)
@@ -49,10 +71,24 @@ class Batch:
     # The epoch of the activation that built the batch (BoardRepo.claim_epoch): the commit is
     # refused with FencedOut once another activation has taken a newer one.
     epoch: int
+    allow_wip_overflow: bool = False
+    # Per table: the final state of each changed row, and the ids of deleted rows.
     columns: list[Column] = field(default_factory=list)
     deleted_columns: list[uuid.UUID] = field(default_factory=list)
     cards: list[Card] = field(default_factory=list)
     deleted_cards: list[uuid.UUID] = field(default_factory=list)
+    labels: list[Label] = field(default_factory=list)
+    deleted_labels: list[uuid.UUID] = field(default_factory=list)
+    fields: list[CustomField] = field(default_factory=list)
+    deleted_fields: list[uuid.UUID] = field(default_factory=list)
+    checklists: list[Checklist] = field(default_factory=list)
+    deleted_checklists: list[uuid.UUID] = field(default_factory=list)
+    items: list[ChecklistItem] = field(default_factory=list)
+    deleted_items: list[uuid.UUID] = field(default_factory=list)
+    comments: list[Comment] = field(default_factory=list)
+    deleted_comments: list[uuid.UUID] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+    deleted_attachments: list[uuid.UUID] = field(default_factory=list)
     events: list[StoredEvent] = field(default_factory=list)
     # Stored on the batch's last event: how a writer that lost the reply to its commit tells
     # its own commit from someone else's at the same seq (see BoardRepo.commit_landed).
@@ -61,6 +97,46 @@ class Batch:
 
 _STALE_SQLSTATE = "BC001"  # raised by boardcast_persist_batch when the seq fence fails
 _FENCED_SQLSTATE = "BC002"  # raised by boardcast_persist_batch when the epoch fence fails
+
+
+_JSON = msgspec.json.Encoder()
+_OPTIONS = msgspec.json.Decoder(list[FieldOption])
+_FIELD_VALUES = msgspec.json.Decoder(dict[uuid.UUID, str | int | float | bool])
+
+
+class _EventRow(msgspec.Struct, array_like=False):
+    """One event as the persist function reads it (``body`` is already JSON)."""
+
+    seq: int
+    kind: str
+    body: msgspec.Raw
+    author: uuid.UUID
+    rid: str | None
+    ts_ms: int
+    fp: int | None
+
+
+def _rows(items: list[Any]) -> str:
+    # The protocol's JSON encoding of each entity is the row the persist function reads.
+    return _JSON.encode(items).decode() if items else "[]"
+
+
+def _deleted(batch: Batch) -> str:
+    gone = {
+        "columns": batch.deleted_columns,
+        "cards": batch.deleted_cards,
+        "labels": batch.deleted_labels,
+        "fields": batch.deleted_fields,
+        "checklists": batch.deleted_checklists,
+        "items": batch.deleted_items,
+        "comments": batch.deleted_comments,
+        "attachments": batch.deleted_attachments,
+    }
+    return _JSON.encode({k: v for k, v in gone.items() if v}).decode()
+
+
+def _ms(ts: datetime.datetime) -> int:
+    return round(ts.timestamp() * 1000)
 
 
 class StaleBoard(Exception):
@@ -129,19 +205,57 @@ class BoardRepo:
         return None if epoch is None else int(epoch)
 
     async def load_board(self, board_id: uuid.UUID, recent: int) -> LoadedBoard | None:
+        """The whole board (every table) and its recent request ids, in one snapshot."""
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             b = await conn.fetchrow(
-                "SELECT id, title, description, owner_id, seq, epoch FROM boards WHERE id = $1",
+                """SELECT id, title, description, owner_id, seq, epoch, allow_wip_overflow
+                   FROM boards WHERE id = $1""",
                 board_id,
             )
             if b is None:
                 return None
             cols = await conn.fetch(
-                "SELECT id, title, rank FROM columns WHERE board_id = $1 ORDER BY rank", board_id
+                """SELECT id, title, rank, colour, wip_limit, archived FROM columns
+                   WHERE board_id = $1 ORDER BY rank""",
+                board_id,
             )
             cards = await conn.fetch(
-                """SELECT id, column_id, title, description, rank FROM cards
-                   WHERE board_id = $1 ORDER BY column_id, rank""",
+                """SELECT id, column_id, title, description, rank, start_ms, due_ms, done, assignees,
+                          label_ids, cover_id, archived, fields::text AS fields
+                   FROM cards WHERE board_id = $1 ORDER BY column_id, rank""",
+                board_id,
+            )
+            labels = await conn.fetch(
+                "SELECT id, name, colour FROM labels WHERE board_id = $1 ORDER BY name, id", board_id
+            )
+            fields = await conn.fetch(
+                """SELECT id, name, kind, options::text AS options, rank FROM custom_fields
+                   WHERE board_id = $1 ORDER BY rank""",
+                board_id,
+            )
+            checklists = await conn.fetch(
+                "SELECT id, card_id, title, rank FROM checklists WHERE board_id = $1 ORDER BY card_id, rank",
+                board_id,
+            )
+            items = await conn.fetch(
+                """SELECT id, checklist_id, card_id, text, rank, done, assignee_id, due_ms
+                   FROM checklist_items WHERE board_id = $1 ORDER BY checklist_id, rank""",
+                board_id,
+            )
+            comments = await conn.fetch(
+                """SELECT id, card_id, author_id, body, mentions, created_at, edited_at FROM comments
+                   WHERE board_id = $1 ORDER BY created_at, id""",
+                board_id,
+            )
+            attachments = await conn.fetch(
+                """SELECT id, card_id, name, content_type, size, blob_key, thumb_key, created_by,
+                          created_at
+                   FROM attachments WHERE board_id = $1 ORDER BY created_at, id""",
+                board_id,
+            )
+            members = await conn.fetch(
+                """SELECT u.id, u.name FROM board_members m JOIN users u ON u.id = m.user_id
+                   WHERE m.board_id = $1""",
                 board_id,
             )
             reqs = await conn.fetch(
@@ -158,7 +272,8 @@ class BoardRepo:
             owner_id=b["owner_id"],
             seq=b["seq"],
             epoch=b["epoch"],
-            columns=[Column(id=r["id"], title=r["title"], rank=r["rank"]) for r in cols],
+            allow_wip_overflow=b["allow_wip_overflow"],
+            columns=[Column(**dict(r)) for r in cols],
             cards=[
                 Card(
                     id=r["id"],
@@ -166,11 +281,68 @@ class BoardRepo:
                     title=r["title"],
                     description=r["description"],
                     rank=r["rank"],
+                    start_ms=r["start_ms"],
+                    due_ms=r["due_ms"],
+                    done=r["done"],
+                    assignees=list(r["assignees"]),
+                    label_ids=list(r["label_ids"]),
+                    cover_id=r["cover_id"],
+                    archived=r["archived"],
+                    fields=_FIELD_VALUES.decode(r["fields"]),
                 )
                 for r in cards
             ],
+            labels=[Label(**dict(r)) for r in labels],
+            fields=[
+                CustomField(
+                    id=r["id"],
+                    name=r["name"],
+                    kind=r["kind"],
+                    options=_OPTIONS.decode(r["options"]),
+                    rank=r["rank"],
+                )
+                for r in fields
+            ],
+            checklists=[Checklist(**dict(r)) for r in checklists],
+            items=[ChecklistItem(**dict(r)) for r in items],
+            comments=[
+                Comment(
+                    id=r["id"],
+                    card_id=r["card_id"],
+                    author_id=r["author_id"],
+                    body=r["body"],
+                    mentions=list(r["mentions"]),
+                    created_at_ms=_ms(r["created_at"]),
+                    edited_at_ms=None if r["edited_at"] is None else _ms(r["edited_at"]),
+                )
+                for r in comments
+            ],
+            attachments=[
+                Attachment(
+                    id=r["id"],
+                    card_id=r["card_id"],
+                    name=r["name"],
+                    content_type=r["content_type"],
+                    size=r["size"],
+                    blob_key=r["blob_key"],
+                    thumb_key=r["thumb_key"],
+                    created_by=r["created_by"],
+                    created_at_ms=_ms(r["created_at"]),
+                )
+                for r in attachments
+            ],
+            members={r["id"]: r["name"] for r in members},
             recent_requests=[(r["author"], r["request_id"], r["seq"], r["fingerprint"]) for r in reqs],
         )
+
+    async def member_names(self, board_id: uuid.UUID) -> dict[uuid.UUID, str]:
+        """The board's members by user id, with their names (for assignees and mentions)."""
+        rows = await self._pool.fetch(
+            """SELECT u.id, u.name FROM board_members m JOIN users u ON u.id = m.user_id
+               WHERE m.board_id = $1""",
+            board_id,
+        )
+        return {r["id"]: r["name"] for r in rows}
 
     async def events_since(self, board_id: uuid.UUID, since_seq: int, limit: int) -> list[StoredEvent]:
         rows = await self._pool.fetch(
@@ -194,38 +366,47 @@ class BoardRepo:
 
     async def persist(self, batch: Batch) -> None:
         """Write one group commit atomically, fenced on the board's seq and epoch: one
-        statement (a function call, see migrations 0002 and 0004), so one round trip and no
-        BEGIN/COMMIT. Raises FencedOut if another activation took a newer epoch, StaleBoard
-        if the seq moved (or the board is gone)."""
-        cols, cards, ev = batch.columns, batch.cards, batch.events
+        statement (a function call, see migration 0005), so one round trip and no
+        BEGIN/COMMIT. Each table's changed rows travel as one JSON array, its deletions as one
+        list. Raises FencedOut if another activation took a newer epoch, StaleBoard if the seq
+        moved (or the board is gone)."""
+        events = [
+            _EventRow(
+                seq=e.seq,
+                kind=e.kind,
+                body=msgspec.Raw(e.body.encode()),
+                author=e.author,
+                rid=e.request_id,
+                ts_ms=e.ts_ms,
+                fp=e.fingerprint,
+            )
+            for e in batch.events
+        ]
+        settings = {
+            "title": batch.title,
+            "description": batch.description,
+            "allow_wip_overflow": batch.allow_wip_overflow,
+        }
         try:
             await self._pool.execute(
-                """SELECT boardcast_persist_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                       $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)""",
+                """SELECT boardcast_persist_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                       $13, $14, $15, $16)""",
                 batch.board_id,
                 batch.base_seq,
                 batch.new_seq,
-                batch.title,
-                batch.description,
-                batch.deleted_cards,
-                batch.deleted_columns,
-                [c.id for c in cols],
-                [c.title for c in cols],
-                [c.rank for c in cols],
-                [c.id for c in cards],
-                [c.column_id for c in cards],
-                [c.title for c in cards],
-                [c.description for c in cards],
-                [c.rank for c in cards],
-                [e.seq for e in ev],
-                [e.kind for e in ev],
-                [e.body for e in ev],
-                [e.author for e in ev],
-                [e.request_id for e in ev],
-                [e.ts_ms for e in ev],
-                [e.fingerprint for e in ev],
-                batch.commit_token,
                 batch.epoch,
+                batch.commit_token,
+                _JSON.encode(settings).decode(),
+                _deleted(batch),
+                _rows(batch.columns),
+                _rows(batch.cards),
+                _rows(batch.labels),
+                _rows(batch.fields),
+                _rows(batch.checklists),
+                _rows(batch.items),
+                _rows(batch.comments),
+                _rows(batch.attachments),
+                _rows(events),
             )
         except asyncpg.PostgresError as e:
             state = getattr(e, "sqlstate", None)

@@ -306,7 +306,10 @@ def test_every_command_gives_its_event():
     assert new_card not in state.cards
 
     cards_in_col1 = [k.id for k in state.snapshot().cards if k.column_id == col1.id]
-    ev = state.apply(c.DeleteColumn(column_id=col1.id))
+    with pytest.raises(BoardcastError) as refused:  # it holds cards: the request must say what of them
+        state.apply(c.DeleteColumn(column_id=col1.id))
+    assert refused.value.code == ErrorCode.CONFLICT
+    ev = state.apply(c.DeleteColumn(column_id=col1.id, cards="delete"))
     assert ev == c.ColumnDeleted(column_id=col1.id, card_ids=cards_in_col1)
     assert col1.id not in state.columns and col1.id not in state.card_order
     assert not any(k.column_id == col1.id for k in state.cards.values())
@@ -430,7 +433,9 @@ def _random_command(state: BoardState, kind: str, a: int, b: int, d: int) -> c.C
         case "col.move":
             return c.MoveColumn(column_id=_pick(cols, a), **place)
         case "col.delete":
-            return c.DeleteColumn(column_id=_pick(cols, a))
+            if d % 3 == 0:
+                return c.DeleteColumn(column_id=_pick(cols, a), cards="move", move_to=_pick(cols, b))
+            return c.DeleteColumn(column_id=_pick(cols, a), cards="delete" if d % 3 == 1 else "refuse")
         case "card.create":
             return c.CreateCard(column_id=_pick(cols, a), title="k", **place)
         case "card.update":

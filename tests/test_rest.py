@@ -101,6 +101,13 @@ async def test_board_crud(http, server):
         "seq": 0,
         "columns": [],
         "cards": [],
+        "allow_wip_overflow": False,
+        "labels": [],
+        "fields": [],
+        "checklists": [],
+        "items": [],
+        "comments": [],
+        "attachments": [],
     }
 
     patched = await call(http, "PATCH", f"{base}{API}/{board['id']}", json={"title": "Roadmap 2"})
@@ -138,7 +145,7 @@ async def test_column_crud_and_moves(http, server):
     board = await create_board(http, base)
     bid = board["id"]
     a = await create_column(http, base, bid, "A")
-    assert set(a) == {"id", "title", "rank"} and a["title"] == "A"
+    assert set(a) == {"id", "title", "rank", "colour", "wip_limit", "archived"} and a["title"] == "A"
     c = await create_column(http, base, bid, "C")
     r = await call(http, "POST", f"{base}{API}/{bid}/columns", json={"title": "B", "after": a["id"]})
     assert r.status == 201
@@ -199,7 +206,7 @@ async def test_column_placement_errors_change_nothing(http, server):
     assert (await call(http, "GET", f"{base}{API}/{bid}")).body["seq"] == seq
 
 
-async def test_deleting_a_column_deletes_its_cards(http, server, database_url):
+async def test_deleting_a_column_with_cards_deletes_them_only_when_asked(http, server, database_url):
     base = server.base
     bid = (await create_board(http, base))["id"]
     doomed = await create_column(http, base, bid, "Doomed")
@@ -207,7 +214,12 @@ async def test_deleting_a_column_deletes_its_cards(http, server, database_url):
     gone = [await card(http, base, bid, doomed["id"], f"g{i}") for i in range(3)]
     stays = await card(http, base, bid, kept["id"], "stays")
 
-    assert (await call(http, "DELETE", f"{base}{API}/{bid}/columns/{doomed['id']}")).status == 204
+    url = f"{base}{API}/{bid}/columns/{doomed['id']}"
+    refused = await call(http, "DELETE", url)
+    assert_error(refused, 409, "conflict")
+    assert refused.body["error"]["details"] == {"reason": "column_not_empty", "cards": 3}
+    assert len((await call(http, "GET", f"{base}{API}/{bid}/cards")).body["cards"]) == 4
+    assert (await call(http, "DELETE", f"{url}?cards=delete")).status == 204
     cards = (await call(http, "GET", f"{base}{API}/{bid}/cards")).body["cards"]
     assert cards == [stays]
     for c in gone:
@@ -238,8 +250,22 @@ async def test_card_crud(http, server):
     )
     assert created.status == 201
     c = created.body
-    assert c == {"id": c["id"], "column_id": col["id"], "title": "T", "description": "d", "rank": c["rank"]}
-    assert 0 < c["rank"] < 2**63
+    assert c == {
+        "id": c["id"],
+        "column_id": col["id"],
+        "title": "T",
+        "description": "d",
+        "rank": c["rank"],
+        "start_ms": None,
+        "due_ms": None,
+        "done": False,
+        "assignees": [],
+        "label_ids": [],
+        "cover_id": None,
+        "archived": False,
+        "fields": {},
+    }
+    assert 0 < c["rank"] < 2**53  # JSON.parse reads it exactly
 
     url = f"{base}{API}/{bid}/cards/{c['id']}"
     assert (await call(http, "GET", url)).body == c
