@@ -76,60 +76,162 @@ def _pick(rng: random.Random, items: list[dict[str, Any]]) -> dict[str, Any] | N
     return rng.choice(items) if items else None
 
 
+DEV = "00000000-0000-4000-8000-000000000001"
+
+
+def _place(rng: random.Random, op: dict[str, Any], siblings: list[dict[str, Any]]) -> dict[str, Any]:
+    ref = _pick(rng, siblings[:2])  # crowding the head of a list forces rebalances
+    if ref and rng.random() < 0.7:
+        op[rng.choice(["after", "before"])] = ref["id"]
+    return op
+
+
 def _random_op(rng: random.Random, snap: dict[str, Any], n: int) -> dict[str, Any]:
+    """A random command of the whole board model against the board as it is now."""
     cols, cards = snap["columns"], snap["cards"]
-    roll = rng.random()
-    if not cols or roll < 0.08:
-        op: dict[str, Any] = {"op": "column.create", "title": f"col {n}"}
-        ref = _pick(rng, cols)
-        if ref and rng.random() < 0.5:
-            op[rng.choice(["after", "before"])] = ref["id"]
-        return op
-    if roll < 0.12:
-        return (
-            {"op": "board.update", "title": f"board {n}"}
-            if rng.random() < 0.5
-            else {
-                "op": "board.update",
-                "description": f"about {n}",
-            }
-        )
-    if roll < 0.15:
-        col = rng.choice(cols)
-        return {"op": "column.update", "column_id": col["id"], "title": f"renamed {n}"}
-    if roll < 0.19 and len(cols) > 1:
-        col, ref = rng.sample(cols, 2)
-        return {"op": "column.move", "column_id": col["id"], rng.choice(["after", "before"]): ref["id"]}
-    if roll < 0.21 and len(cols) > 2:
-        return {"op": "column.delete", "column_id": rng.choice(cols)["id"]}
-    if roll < 0.55 or not cards:
-        col = rng.choice(cols)
+    labels, fields = snap.get("labels", []), snap.get("fields", [])
+    checklists, items, comments = snap.get("checklists", []), snap.get("items", []), snap.get("comments", [])
+    if not cols:
+        return {"op": "column.create", "title": f"col {n}"}
+    col, card = rng.choice(cols), _pick(rng, cards)
+    choices: list[dict[str, Any]] = [
+        {"op": "board.update", "title": f"board {n}"},
+        {"op": "board.update", "description": f"about {n}"},
+        {"op": "board.configure", "allow_wip_overflow": rng.random() < 0.5},
+        _place(rng, {"op": "column.create", "title": f"col {n}"}, cols),
+        {"op": "column.update", "column_id": col["id"], "title": f"renamed {n}"},
+        _place(rng, {"op": "column.move", "column_id": col["id"]}, [x for x in cols if x["id"] != col["id"]]),
+        {"op": "column.configure", "column_id": col["id"], "colour": rng.choice(["green", "#12ab34", None])},
+        {"op": "column.configure", "column_id": col["id"], "wip_limit": rng.choice([3, 50, None])},
+        {"op": "column.restore" if col.get("archived") else "column.archive", "column_id": col["id"]},
+        {"op": "label.create", "name": f"label {n}", "colour": rng.choice(["red", "blue", "#aabbcc"])},
+        {
+            "op": "field.create",
+            "name": f"field {n}",
+            "kind": rng.choice(["text", "number", "date", "checkbox"]),
+        },
+        {
+            "op": "field.create",
+            "name": f"select {n}",
+            "kind": "select",
+            "options": [{"name": "a"}, {"name": "b"}],
+        },
+    ]
+    if len(cols) > 2:
+        # Not cards: "move" here: the model branch loses the moved cards' checklists and
+        # comments in PostgreSQL (see test_column_delete_moving_cards_keeps_what_hangs_off_them).
+        choices.append({"op": "column.delete", "column_id": col["id"], "cards": "delete"})
+    in_col = [x for x in cards if x["column_id"] == col["id"]]
+    for _ in range(6):  # cards are the common case
         op = {"op": "card.create", "column_id": col["id"], "title": f"card {n}"}
         if rng.random() < 0.3:
             op["description"] = f"text {n}"
-        in_col = [x for x in cards if x["column_id"] == col["id"]]
-        ref = _pick(rng, in_col[:2])  # crowding the head of a column forces rebalances
-        if ref:
-            op["after"] = ref["id"]
-        return op
-    card = rng.choice(cards)
-    if roll < 0.7:
-        field = rng.choice(["title", "description", "both"])
-        op = {"op": "card.update", "card_id": card["id"]}
-        if field in ("title", "both"):
-            op["title"] = f"t{n}"
-        if field in ("description", "both"):
-            op["description"] = f"d{n}"
-        return op
-    if roll < 0.93:
-        col = rng.choice(cols)
-        op = {"op": "card.move", "card_id": card["id"], "column_id": col["id"]}
-        in_col = [x for x in cards if x["column_id"] == col["id"] and x["id"] != card["id"]]
-        ref = _pick(rng, in_col[:2])
-        if ref:
-            op["after"] = ref["id"]
-        return op
-    return {"op": "card.delete", "card_id": card["id"]}
+        choices.append(_place(rng, op, in_col))
+    if labels:
+        lb = rng.choice(labels)
+        choices += [
+            {"op": "label.update", "label_id": lb["id"], "name": f"relabel {n}"},
+            {"op": "label.update", "label_id": lb["id"], "colour": "purple"},
+            {"op": "label.delete", "label_id": lb["id"]},
+        ]
+    if fields:
+        f = rng.choice(fields)
+        choices += [{"op": "field.update", "field_id": f["id"], "name": f"refield {n}"}]
+        if f["kind"] == "select":
+            choices.append({"op": "field.add_option", "field_id": f["id"], "name": f"opt {n}"})
+            if f["options"]:
+                choices.append(
+                    {"op": "field.remove_option", "field_id": f["id"], "option_id": f["options"][0]["id"]}
+                )
+        if rng.random() < 0.1:
+            choices.append({"op": "field.delete", "field_id": f["id"]})
+    if card:
+        cid = card["id"]
+        target = rng.choice(cols)
+        choices += [
+            {"op": "card.update", "card_id": cid, "title": f"t{n}"},
+            {"op": "card.update", "card_id": cid, "description": f"d{n}"},
+            _place(
+                rng,
+                {"op": "card.move", "card_id": cid, "column_id": target["id"]},
+                [x for x in cards if x["column_id"] == target["id"] and x["id"] != cid],
+            ),
+            _place(
+                rng,
+                {"op": "card.move", "card_id": cid, "column_id": target["id"]},
+                [x for x in cards if x["column_id"] == target["id"] and x["id"] != cid],
+            ),
+            {"op": "card.delete", "card_id": cid},
+            {
+                "op": "card.schedule",
+                "card_id": cid,
+                "due_ms": 1_700_000_000_000 + n,
+                "done": rng.random() < 0.5,
+            },
+            {"op": "card.schedule", "card_id": cid, "start_ms": None},
+            {"op": rng.choice(["card.assign", "card.unassign"]), "card_id": cid, "user_id": DEV},
+            {"op": "card.restore" if card.get("archived") else "card.archive", "card_id": cid},
+            _place(
+                rng,
+                {"op": "checklist.create", "card_id": cid, "title": f"list {n}"},
+                [x for x in checklists if x["card_id"] == cid],
+            ),
+            {"op": "comment.create", "card_id": cid, "body": f"hello @Developer {n}"},
+        ]
+        if labels:
+            lb = rng.choice(labels)
+            choices.append(
+                {
+                    "op": rng.choice(["card.add_label", "card.remove_label"]),
+                    "card_id": cid,
+                    "label_id": lb["id"],
+                }
+            )
+        if fields:
+            f = rng.choice(fields)
+            value: Any = {
+                "text": f"v{n}",
+                "number": n + 0.5,
+                "date": 1_700_000_000_000.0,
+                "checkbox": True,
+            }.get(f["kind"])
+            if f["kind"] == "select":
+                value = f["options"][0]["id"] if f["options"] else None
+            choices.append({"op": "card.set_field", "card_id": cid, "field_id": f["id"], "value": value})
+    if checklists:
+        cl = rng.choice(checklists)
+        others = [x for x in checklists if x["card_id"] == cl["card_id"] and x["id"] != cl["id"]]
+        in_cl = [x for x in items if x["checklist_id"] == cl["id"]]
+        choices += [
+            {"op": "checklist.rename", "checklist_id": cl["id"], "title": f"relist {n}"},
+            _place(rng, {"op": "checklist.move", "checklist_id": cl["id"]}, others),
+            _place(rng, {"op": "item.create", "checklist_id": cl["id"], "text": f"item {n}"}, in_cl),
+            _place(
+                rng, {"op": "item.create", "checklist_id": cl["id"], "text": f"item {n}", "due_ms": 5}, in_cl
+            ),
+        ]
+        if rng.random() < 0.3:
+            choices.append({"op": "checklist.delete", "checklist_id": cl["id"]})
+    if items:
+        it = rng.choice(items)
+        cl = rng.choice(checklists)
+        choices += [
+            {"op": "item.update", "item_id": it["id"], "done": not it["done"]},
+            {"op": "item.update", "item_id": it["id"], "text": f"retext {n}", "assignee_id": DEV},
+            _place(
+                rng,
+                {"op": "item.move", "item_id": it["id"], "checklist_id": cl["id"]},
+                [x for x in items if x["checklist_id"] == cl["id"] and x["id"] != it["id"]],
+            ),
+            {"op": "item.delete", "item_id": it["id"]},
+        ]
+    if comments:
+        cm = rng.choice(comments)
+        choices += [
+            {"op": "comment.edit", "comment_id": cm["id"], "body": f"edited {n}"},
+            {"op": "comment.delete", "comment_id": cm["id"]},
+        ]
+    return rng.choice(choices)
 
 
 async def _random_run(http, server, connect, steps: int, seed: int):
@@ -144,18 +246,25 @@ async def _random_run(http, server, connect, steps: int, seed: int):
     writer = await connect("msgpack")
     await writer.join(bid)
     snap = joined["snapshot"]
+    refused: list[str] = []
     for n in range(steps):
         op = _random_op(rng, snap, n)
-        first = [x for x in snap["cards"] if snap["columns"] and x["column_id"] == snap["columns"][0]["id"]]
-        if steps // 3 <= n < steps // 3 + 40 and len(first) >= 2:
+        open_cols = [x["id"] for x in snap["columns"] if not x["archived"] and x["wip_limit"] is None]
+        first = [x for x in snap["cards"] if open_cols and x["column_id"] == open_cols[0]]
+        if steps // 3 <= n < steps // 3 + 60 and len(first) >= 2:
             # Always right after the column's first card: the gap halves until a rebalance.
             op = {
                 "op": "card.create",
-                "column_id": first[0]["column_id"],
+                "column_id": open_cols[0],
                 "title": f"crowd {n}",
                 "after": first[0]["id"],
             }
         ack = await writer.cmd(bid, op)
+        if ack["type"] == "error":
+            # A refusal the board model makes (WIP limit, archived...) changes nothing.
+            assert ack["code"] in ("bad_request", "conflict", "not_found"), (op, ack)
+            refused.append(f"{op} -> {ack['message']}")
+            continue
         assert ack["type"] == "ack", ack
         got = await call(http, "GET", f"{server.base}{API}/{bid}")
         snap = got.body
@@ -169,6 +278,8 @@ async def _random_run(http, server, connect, steps: int, seed: int):
             assert fresh_snap["seq"] == snap["seq"] and fresh_snap == snap
             await fresh.close()
     events = await observer.wait_seq(bid, snap["seq"])
+    assert len(refused) < steps / 4, refused
+    assert not [r for r in refused if "could not be saved" in r or "internal" in r], refused
     return bid, seen, events
 
 
@@ -179,25 +290,33 @@ def _canon(snap: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_time_travel_equals_what_clients_saw_at_every_seq(http, server, connect, database_url):
-    bid, seen, events = await _random_run(http, server, connect, steps=260, seed=7)
+    bid, seen, events = await _random_run(http, server, connect, steps=600, seed=7)
     last = max(seen)
-    assert last == 260
+    assert last > 200
     rebalanced = [e for e in events if e["event"].get("rebalanced")]
     assert rebalanced, "the run should have forced at least one rebalance"
-    assert {e["event"]["kind"] for e in events} >= {
-        "card.created",
-        "card.updated",
-        "card.moved",
-        "card.deleted",
-        "column.created",
-        "board.updated",
-    }
+    kinds = {e["event"]["kind"] for e in events}
+    missing = (
+        {t.__struct_config__.tag for t in typing.get_args(c.Event)}
+        - kinds
+        - {
+            "board.deleted",  # the board's log ends with the board
+            "attachment.added",  # only the upload route makes attachments (tested with the blobs)
+            "attachment.deleted",
+            "card.cover_set",
+        }
+    )
+    assert not missing, f"the random run never produced {sorted(missing)}"
     # Several passes: the first builds snapshots, later ones replay from them.
     for _ in range(2):
         for seq in sorted(seen):
             got = await call(http, "GET", f"{server.base}{API}/{bid}", params={"at_seq": str(seq)})
             assert got.status == 200, got.body
-            assert got.body == _canon(seen[seq]), f"time travel differs at seq {seq}"
+            if got.body != _canon(seen[seq]):
+                ev = [e for e in events if e["seq"] in (seq - 1, seq)]
+                want = _canon(seen[seq])
+                diff = {k: (got.body[k], want[k]) for k in got.body if got.body[k] != want[k]}
+                raise AssertionError(f"time travel differs at seq {seq}: {ev} {diff}")
     conn = await asyncpg.connect(database_url)
     try:
         stored = [
@@ -324,3 +443,34 @@ async def test_history_is_readable_by_every_role_and_by_nobody_else(http, start_
     for path in paths:
         roles.assert_error(await roles.call(http, "GET", url + path, people["stranger"]), 404, "not_found")
         roles.assert_unauthorized(await roles.call(http, "GET", url + path))
+
+
+@pytest.mark.xfail(
+    strict=True, reason="model branch: column.delete cards=move cascades the moved cards' parts away"
+)
+async def test_column_delete_moving_cards_keeps_what_hangs_off_them(http, server, connect, database_url):
+    """Found by the random time-travel run: after a reload the board differs from what
+    clients saw, because PostgreSQL lost the moved cards' checklists and comments."""
+    bid = (await create_board(http, server.base))["id"]
+    ws = await connect()
+    await ws.join(bid)
+    a = (await call(http, "POST", f"{server.base}{API}/{bid}/columns", json={"title": "A"})).body
+    b = (await call(http, "POST", f"{server.base}{API}/{bid}/columns", json={"title": "B"})).body
+    card = (
+        await call(http, "POST", f"{server.base}{API}/{bid}/cards", json={"column_id": a["id"], "title": "x"})
+    ).body
+    await ws.cmd(bid, {"op": "checklist.create", "card_id": card["id"], "title": "L"})
+    await ws.cmd(bid, {"op": "comment.create", "card_id": card["id"], "body": "hi"})
+    ack = await ws.cmd(
+        bid, {"op": "column.delete", "column_id": a["id"], "cards": "move", "move_to": b["id"]}
+    )
+    assert ack["type"] == "ack", ack
+    conn = await asyncpg.connect(database_url)
+    try:
+        stored = [
+            await conn.fetchval(f"SELECT count(*) FROM {t} WHERE board_id = $1", uuid.UUID(bid))
+            for t in ("cards", "checklists", "comments")
+        ]
+    finally:
+        await conn.close()
+    assert stored == [1, 1, 1]
