@@ -235,6 +235,15 @@ async def build(run: _Run, doc: BoardExport) -> None:
             for col in doc.columns
         ]
     )
+    for card in doc.cards:
+        if card.column not in ids:
+            skip(
+                run.report,
+                "card",
+                "its column is not in the document (or was not created)",
+                card.ref,
+                card.title,
+            )
     await run.send(
         [
             _Step(
@@ -286,6 +295,15 @@ async def build(run: _Run, doc: BoardExport) -> None:
             )
     await run.send(decorations)
 
+    for cl in doc.checklists:
+        if cl.card not in ids:
+            skip(
+                run.report,
+                "checklist",
+                "its card is not in the document (or was not created)",
+                cl.ref,
+                cl.title,
+            )
     await run.send(
         [
             _Step(
@@ -299,6 +317,9 @@ async def build(run: _Run, doc: BoardExport) -> None:
         ]
     )
     items = [(cl, item) for cl in doc.checklists if cl.ref in ids for item in cl.items]
+    for _, item in items:
+        if item.assignee is not None and item.assignee not in mem:
+            skip(run.report, "assignee", "not a member here", item.ref)
     await run.send(
         [
             _Step(
@@ -326,6 +347,7 @@ async def build(run: _Run, doc: BoardExport) -> None:
     comments = []
     for cm in doc.comments:
         if cm.card not in ids:
+            skip(run.report, "comment", "its card is not in the document (or was not created)", cm.ref)
             continue
         author = mem.get(cm.author) if cm.author else None
         body = cm.body

@@ -291,7 +291,10 @@ def trello_document(board: TrelloBoard, report: ImportReport) -> BoardExport:
 
     columns = [
         ExportColumn(
-            ref=refs.new("col", lst.id), title=_title(lst.name, "List", report, "list"), archived=lst.closed
+            ref=refs.new("col", lst.id),
+            title=_title(lst.name, "List", report, "list"),
+            wip_limit=_soft_limit(lst.softLimit),
+            archived=lst.closed,
         )
         for lst in sorted(board.lists, key=lambda x: x.pos)
     ]
@@ -428,6 +431,14 @@ def trello_document(board: TrelloBoard, report: ImportReport) -> BoardExport:
         checklists=checklists,
         comments=comments,
     )
+
+
+def _soft_limit(raw: str | int | None) -> int | None:
+    try:
+        limit = int(raw) if raw is not None else None
+    except ValueError:
+        return None
+    return limit if limit is not None and 1 <= limit <= 10_000 else None
 
 
 def _trello_value(

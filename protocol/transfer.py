@@ -123,7 +123,7 @@ class ExportAttachment(_Doc, kw_only=True):
     cover: bool = False
 
 
-class BoardExport(_Doc, kw_only=True):
+class BoardExport(_Doc, kw_only=True, omit_defaults=False):
     """One board, complete, as a versioned document. Lists are in board order: columns,
     cards (column by column), labels (by name), fields, checklists (card by card, items in
     order), comments and attachments (oldest first)."""
@@ -205,6 +205,7 @@ class TrelloList(_T, kw_only=True):
     name: _TStr = ""
     closed: bool = False
     pos: float = 0
+    softLimit: _TStr | int | None = None  # the list's work-in-progress limit, as Trello keeps it
 
 
 class TrelloCheckItem(_T, kw_only=True):

@@ -154,9 +154,13 @@ def _tag(path: str) -> str:
         return parts[0]
     if len(parts) < 3:
         return "boards"
-    return {"leave": "members", "transfer": "members", "activity": "history", "import": "imports"}.get(
-        parts[2], parts[2]
-    )
+    return {
+        "leave": "members",
+        "transfer": "members",
+        "activity": "history",
+        "import": "imports",
+        "export": "imports",
+    }.get(parts[2], parts[2])
 
 
 def _statuses(r: Route) -> set[int]:
