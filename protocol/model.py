@@ -159,14 +159,16 @@ class Attachment(msgspec.Struct, kw_only=True):
     """A file on a card. Built only by the server's upload route (``attachment.add``), after
     the blob is stored under ``blob_key`` (and its thumbnail under ``thumb_key``)."""
 
-    id: Uuid
-    card_id: Uuid
+    # Plain UUIDs (not the canonical-only inbound type): the server builds this, and the
+    # events carrying it decode without the inbound dec_hook.
+    id: uuid.UUID
+    card_id: uuid.UUID
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=_NO_NUL)]
     content_type: Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=_NO_NUL)]
     size: Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)]
     blob_key: Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=_NO_NUL)]
     thumb_key: Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=_NO_NUL)] | None = None
-    created_by: Uuid
+    created_by: uuid.UUID
     created_at_ms: Millis
 
 

@@ -14,12 +14,13 @@ import msgspec
 from protocol.base import _Command, _Event
 from protocol.model import Card, Colour, CustomField, FieldKind, Label, Name, Text, Uuid
 
-OptionNames = Annotated[list["OptionIn"], msgspec.Meta(max_length=100)]
-
 
 class OptionIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: Name
     colour: Colour | None = None
+
+
+OptionNames = Annotated[list[OptionIn], msgspec.Meta(max_length=100)]
 
 
 # ---------------------------------------------------------------- labels

@@ -133,6 +133,20 @@ def client_may_send(cmd: commands.Command) -> None:
         )
 
 
+def needs_author(cmd: commands.Command) -> uuid.UUID | None:
+    """The comment whose author decides what ``cmd`` needs (see :func:`action_for`), if any."""
+    if isinstance(cmd, commands.EditComment | commands.DeleteComment):
+        return cmd.comment_id
+    return None
+
+
+def check_command(role: str, cmd: commands.Command, own: bool = True) -> None:
+    """Refuse ``cmd`` unless ``role`` may apply it (``own``: the caller wrote what it is about)."""
+    action = action_for(cmd, own)
+    if not role_allows(role, action):
+        raise forbidden(role, action)
+
+
 def role_allows(role: str, action: Action) -> bool:
     return action in _ALLOWED.get(role, frozenset())
 

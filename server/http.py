@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -13,6 +14,11 @@ from aiohttp import web
 from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
 from protocol.model import CanonicalUUID, dec_hook
 from server.guard import Tier
+
+# A header value: visible ASCII, with spaces only inside (HTTP strips them at the ends). The same
+# pattern is in /openapi.json, in a dialect Python and ECMA-262 read alike.
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]([\x20-\x7e]{0,62}[\x21-\x7e])?$"
+IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
 class Body(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -15,9 +15,9 @@ import msgspec
 
 from protocol.model import UUID_PATTERN
 from server.guard import Tier
-from server.http import Body, ErrorBody, Route
+from server.http import IDEMPOTENCY_KEY_PATTERN, Body, ErrorBody, Route
 from server.openapi_ops import OPERATIONS, Answer, Operation
-from server.rest import IDEMPOTENCY_KEY_PATTERN, ROUTES
+from server.rest import ROUTES
 
 _PARAM = re.compile(r"{(\w+)}")
 _INT32 = (-(2**31), 2**31 - 1)
@@ -41,6 +41,13 @@ TAGS: list[dict[str, str]] = [
     {"name": "columns", "description": "A board's columns"},
     {"name": "cards", "description": "A board's cards"},
     {"name": "members", "description": "A board's members and their roles"},
+    {"name": "settings", "description": "A board's rules (WIP limits)"},
+    {"name": "labels", "description": "A board's labels"},
+    {"name": "fields", "description": "A board's custom fields"},
+    {"name": "checklists", "description": "Checklists on cards"},
+    {"name": "items", "description": "Checklist items"},
+    {"name": "comments", "description": "Comments on cards"},
+    {"name": "commands", "description": "Any board command, as over the WebSocket"},
     {"name": "invitations", "description": "Invitation link tokens"},
     {"name": "history", "description": "Activity feeds; boards and cards as they were (time travel)"},
     {"name": "imports", "description": "Board export, and imports running in the background"},

@@ -6,7 +6,6 @@ Routes are declared once in ``ROUTES`` with their body and response types; the r
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,8 +28,9 @@ from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
 from protocol.model import BoardInfo, BoardSnapshot, Card, Column, Text, Title, Uuid
 from server import accounts, membership
 from server.access import Action, Grant, User, authorize, current_user
-from server.api import history, transfer
+from server.api import cards, checklists, comments, history, ops, taxonomy, transfer
 from server.http import (
+    IDEMPOTENCY_KEY,
     Body,
     Route,
     at_least_one,
@@ -44,10 +44,6 @@ from server.keys import MEMBERS, REGISTRY, REPO, SETTINGS
 from storage import BoardRepo, MemberRepo
 
 Visibility = Literal["private", "signed_in"]
-# A header value: visible ASCII, with spaces only inside (HTTP strips them at the ends). The same
-# pattern is in /openapi.json, in a dialect Python and ECMA-262 read alike.
-IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]([\x20-\x7e]{0,62}[\x21-\x7e])?$"
-IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 # ------------------------------------------------------------------ bodies
 
@@ -445,4 +441,7 @@ BOARD_ROUTES: list[Route] = [
     ),
 ]
 
-ROUTES: list[Route] = accounts.ROUTES + BOARD_ROUTES + membership.ROUTES + history.ROUTES + transfer.ROUTES
+MODEL_ROUTES: list[Route] = cards.ROUTES + taxonomy.ROUTES + checklists.ROUTES + comments.ROUTES + ops.ROUTES
+ROUTES: list[Route] = (
+    accounts.ROUTES + BOARD_ROUTES + membership.ROUTES + MODEL_ROUTES + history.ROUTES + transfer.ROUTES
+)

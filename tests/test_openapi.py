@@ -248,7 +248,8 @@ async def test_bodies_the_schema_rejects_are_refused_by_the_server(http, server)
     ) as r:
         card = await r.json()
     fill = {"board_id": bid, "column_id": col["id"], "card_id": card["id"]}
-    fill.update({k: str(uuid.uuid4()) for k in ("user_id", "token_id", "invitation_id")})
+    unknown = ("user_id", "token_id", "invitation_id", "label_id", "field_id", "option_id")
+    fill.update({k: str(uuid.uuid4()) for k in (*unknown, "checklist_id", "item_id", "comment_id")})
     for r in ROUTES:
         if r.body is None:
             continue

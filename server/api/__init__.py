@@ -1,1 +1,1 @@
-"""REST route modules by area; each exports ROUTES."""
+"""REST route modules by area, each with its ``ROUTES`` table (server/rest.py joins them)."""
