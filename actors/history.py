@@ -8,12 +8,14 @@ a long log pays for the replay once; later reads replay at most ``snapshot_every
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
 import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from actors.replay import CardParts, ReplayError, ReplayState
 from protocol import commands as c
@@ -47,16 +49,46 @@ def _with_row(step: CardStep, row: LoggedEvent) -> CardStep:
     return CardStep(row, step.event, step.card, step.parts)
 
 
+class HistoryMetrics:
+    """What history reads cost, on the process's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.replayed = Counter(
+            "boardcast_history_replayed_events", "Logged events applied by history replays", registry=registry
+        )
+        self.snapshots = Counter(
+            "boardcast_history_snapshots_written",
+            "Board snapshots stored by history replays",
+            registry=registry,
+        )
+        self.failures = Counter(
+            "boardcast_history_replay_failures",
+            "History replays that found the log or a snapshot damaged",
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "boardcast_history_replay_seconds",
+            "Time to rebuild a board, a card's history or the card index",
+            ["what"],
+            registry=registry,
+        )
+
+
 class HistoryReader:
-    def __init__(self, repo: HistoryRepo, snapshot_every: int, chunk: int = 1000) -> None:
+    def __init__(
+        self, repo: HistoryRepo, snapshot_every: int, metrics: HistoryMetrics | None = None, chunk: int = 1000
+    ) -> None:
         self._repo = repo
         self._every = snapshot_every
         self._chunk = chunk
+        self._metrics = metrics
 
     async def board_at(self, board_id: uuid.UUID, seq: int) -> BoardSnapshot:
         """The board right after the event at ``seq`` (which the caller checked exists)."""
+        t0 = time.perf_counter()
         state = await self._start(board_id, seq)
         await self._replay(board_id, state, seq)
+        self._observe("board", t0)
         return state.snapshot()
 
     async def catch_up(self, board_id: uuid.UUID, upto: int) -> None:
@@ -64,8 +96,10 @@ class HistoryReader:
         indexed = await self._repo.indexed_seq(board_id)
         if indexed >= upto:
             return
+        t0 = time.perf_counter()
         state = await self._start(board_id, indexed)
         await self._replay(board_id, state, upto, index=True)
+        self._observe("index", t0)
         log.info("history_indexed", board_id=str(board_id), from_seq=indexed, to_seq=upto)
 
     async def card_history(
@@ -81,11 +115,17 @@ class HistoryReader:
             if row.seq in wanted:
                 steps.append(CardStep(row, event, st.card(card_id), st.card_parts(card_id)))
 
+        t0 = time.perf_counter()
         state = await self._start(board_id, rows[0].seq - 1)
         await self._replay(board_id, state, rows[-1].seq, visit=visit)
+        self._observe("card", t0)
         by_seq = {s.row.seq: s for s in steps}
         # The feed's rows carry author names; the replay's do not.
         return [_with_row(by_seq[r.seq], r) for r in rows if r.seq in by_seq]
+
+    def _observe(self, what: str, t0: float) -> None:
+        if self._metrics is not None:
+            self._metrics.seconds.labels(what=what).observe(time.perf_counter() - t0)
 
     # ------------------------------------------------------------------ replay
 
@@ -106,6 +146,17 @@ class HistoryReader:
     ) -> None:
         """Apply the logged events after ``state.seq`` up to ``upto``, a chunk at a time,
         storing snapshots (and with ``index``, the card index) chunk by chunk."""
+        try:
+            await self._apply_log(board_id, state, upto, index, visit)
+        except ReplayError as e:
+            if self._metrics is not None:
+                self._metrics.failures.inc()
+            log.error("history_replay_failed", board_id=str(board_id), error=e.message, seq=state.seq)
+            raise
+
+    async def _apply_log(
+        self, board_id: uuid.UUID, state: ReplayState, upto: int, index: bool, visit: Visit | None
+    ) -> None:
         while state.seq < upto:
             rows = await self._repo.events(board_id, state.seq, upto, self._chunk)
             if not rows:
@@ -126,3 +177,6 @@ class HistoryReader:
                     visit(row, event, touched, state)
             if snapshots or index:
                 await self._repo.record(board_id, snapshots, touches, state.seq if index else None)
+            if self._metrics is not None:
+                self._metrics.replayed.inc(len(rows))
+                self._metrics.snapshots.inc(len(snapshots))

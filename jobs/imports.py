@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 import structlog
+from prometheus_client import CollectorRegistry, Counter
 
 from actors import BoardRegistry, CommandResult, DeleteBoard, Execute
 from jobs.transfer import skip, trello_document
@@ -57,6 +58,16 @@ def parse_source(kind: str, raw: bytes | str, report: ImportReport) -> BoardExpo
         raise BoardcastError(ErrorCode.BAD_REQUEST, "malformed JSON: nested too deeply") from e
 
 
+class ImportMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.jobs = Counter(
+            "boardcast_imports", "Import jobs by outcome", ["kind", "outcome"], registry=registry
+        )
+        self.skipped = Counter(
+            "boardcast_import_skipped", "Things imports could not carry over", ["kind"], registry=registry
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class ImportDeps:
     imports: ImportRepo
@@ -64,6 +75,7 @@ class ImportDeps:
     members: MemberRepo
     registry: BoardRegistry
     timeout_s: float
+    metrics: ImportMetrics | None = None
 
 
 @dataclass(slots=True)
@@ -416,8 +428,13 @@ async def run_import(deps: ImportDeps, job_id: uuid.UUID) -> None:
         if board_id is not None:
             await _discard(deps, board_id, job.owner_id)
         await deps.imports.finish(job_id, "failed", None, _ENCODE.encode(report).decode(), message)
+        if deps.metrics is not None:
+            deps.metrics.jobs.labels(kind=job.kind, outcome="failed").inc()
         return
     await deps.imports.finish(job_id, "succeeded", board_id, _ENCODE.encode(report).decode(), None)
+    if deps.metrics is not None:
+        deps.metrics.jobs.labels(kind=job.kind, outcome="succeeded").inc()
+        deps.metrics.skipped.labels(kind=job.kind).inc(report.skipped_count)
     bound.info("import_succeeded", board_id=str(board_id), skipped=report.skipped_count)
 
 

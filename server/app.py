@@ -17,7 +17,7 @@ from aiohttp import web
 from actors import BoardRegistry, BoardSettings, Metrics, make_board_factory
 from protocol.errors import HTTP_STATUS, BoardcastError, CloseCode, ErrorCode
 from server.access import DEV_USER, User, grants
-from server.api import transfer
+from server.api import history, transfer
 from server.auth import Authenticator
 from server.config import Settings
 from server.guard import Guard, Tier, rate_headers
@@ -262,6 +262,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_resources)
     app.cleanup_ctx.append(_identity)
     app.cleanup_ctx.append(_actors)
+    app.cleanup_ctx.append(history.history_ctx)
     app.cleanup_ctx.append(transfer.imports_ctx)
     app.on_shutdown.append(_close_sockets)
     for r in ROUTES:

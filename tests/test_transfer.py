@@ -384,3 +384,51 @@ def test_documents_decode_with_the_inbound_rules(kind):
     assert parse_source(kind, raw, ImportReport()).title
     with pytest.raises(BoardcastError):
         parse_source(kind, b"[" * 100_000, ImportReport())
+
+
+async def test_a_job_whose_runner_died_runs_again_on_the_next_start(http, server, start_server, database_url):
+    partial = (await create_board(http, server.base, "half-built"))["id"]
+    doc = {"title": "Recovered", "columns": [{"ref": "col-1", "title": "A"}]}
+    conn = await asyncpg.connect(database_url)
+    try:
+        job_id = uuid.uuid4()
+        await conn.execute(
+            """INSERT INTO import_jobs (id, owner_id, kind, state, source, board_id, attempts, updated_at)
+               VALUES ($1, $2, 'boardcast', 'running', $3, $4, 1, now() - interval '1 hour')""",
+            job_id,
+            uuid.UUID(DEV),
+            json.dumps(doc),
+            uuid.UUID(partial),
+        )
+    finally:
+        await conn.close()
+    srv = await start_server()  # its runner finds the stale job at start
+    await srv.app[IMPORTS].wait_idle()
+    job = (await call(http, "GET", f"{srv.base}/api/v1/imports/{job_id}")).body
+    assert job["state"] == "succeeded" and job["board_id"] != partial, job
+    assert (await call(http, "GET", f"{srv.base}{API}/{job['board_id']}")).body["columns"][0]["title"] == "A"
+    # The half-built board is gone; its owner is told it was deleted.
+    assert_error(await call(http, "GET", f"{srv.base}{API}/{partial}"), 410, "gone")
+    async with http.get(f"{srv.base}/metrics") as r:
+        text = await r.text()
+    assert 'boardcast_imports_total{kind="boardcast",outcome="succeeded"} 1.0' in text
+
+
+async def test_a_job_that_cannot_run_fails_with_its_reason(http, start_server, database_url):
+    conn = await asyncpg.connect(database_url)
+    try:
+        job_id = uuid.uuid4()
+        await conn.execute(
+            """INSERT INTO import_jobs (id, owner_id, kind, state, source)
+               VALUES ($1, $2, 'trello', 'queued', '{"no": "id"}')""",
+            job_id,
+            uuid.UUID(DEV),
+        )
+        srv = await start_server()
+        await srv.app[IMPORTS].wait_idle()
+        job = (await call(http, "GET", f"{srv.base}/api/v1/imports/{job_id}")).body
+        assert job["state"] == "failed" and "not a trello board export" in job["error"], job
+        assert "board_id" not in job
+        assert await conn.fetchval("SELECT source FROM import_jobs WHERE id = $1", job_id) is None
+    finally:
+        await conn.close()

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from actors.history import HistoryReader, decode_event
+from actors.history import HistoryMetrics, HistoryReader, decode_event
 from protocol import commands as c
 from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
 from protocol.history import ActivityItem, ActivityPage, Author, CardHistory, CardStep
 from protocol.model import BoardSnapshot
 from server.access import Action, authorize, current_user
 from server.http import QueryParam, Route, json_response, path_uuid
-from server.keys import MEMBERS, POOL, SETTINGS
+from server.keys import MEMBERS, METRICS, POOL, SETTINGS
 from storage.history import HistoryRepo, LoggedEvent
 
 MAX_PAGE = 200
@@ -27,9 +28,18 @@ DEFAULT_PAGE = 50
 _MAX_SEQ = 2**62
 
 
+HISTORY_METRICS = web.AppKey("history_metrics", HistoryMetrics)
+
+
+async def history_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The history reader's metrics, on the process's registry."""
+    app[HISTORY_METRICS] = HistoryMetrics(app[METRICS].registry)
+    yield
+
+
 def reader(request: web.Request) -> HistoryReader:
     app = request.app
-    return HistoryReader(HistoryRepo(app[POOL]), app[SETTINGS].history_snapshot_every)
+    return HistoryReader(HistoryRepo(app[POOL]), app[SETTINGS].history_snapshot_every, app[HISTORY_METRICS])
 
 
 async def _readable(request: web.Request) -> uuid.UUID:

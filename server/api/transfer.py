@@ -16,14 +16,14 @@ import structlog
 from aiohttp import web
 
 from actors import GetSnapshot
-from jobs.imports import ImportDeps, ImportRunner, parse_source
+from jobs.imports import ImportDeps, ImportMetrics, ImportRunner, parse_source
 from jobs.transfer import Person, export_board
 from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
 from protocol.model import BoardSnapshot
 from protocol.transfer import BoardExport, ImportJob, ImportReport
 from server.access import Action, authorize, current_user
 from server.http import QueryParam, Route, json_response, path_uuid, require_json
-from server.keys import MEMBERS, POOL, REGISTRY, REPO, SETTINGS
+from server.keys import MEMBERS, METRICS, POOL, REGISTRY, REPO, SETTINGS
 from storage.imports import ImportRepo, ImportRow
 
 log = structlog.get_logger(__name__)
@@ -36,7 +36,14 @@ _KINDS = ("boardcast", "trello")
 async def imports_ctx(app: web.Application) -> AsyncIterator[None]:
     """The import runner's lifetime: picks up unfinished jobs on start, cancels on stop."""
     s = app[SETTINGS]
-    deps = ImportDeps(ImportRepo(app[POOL]), app[REPO], app[MEMBERS], app[REGISTRY], s.ask_timeout_s)
+    deps = ImportDeps(
+        ImportRepo(app[POOL]),
+        app[REPO],
+        app[MEMBERS],
+        app[REGISTRY],
+        s.ask_timeout_s,
+        ImportMetrics(app[METRICS].registry),
+    )
     runner = app[IMPORTS] = ImportRunner(deps)
     await runner.start()
     yield
