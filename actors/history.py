@@ -8,6 +8,7 @@ a long log pays for the replay once; later reads replay at most ``snapshot_every
 
 from __future__ import annotations
 
+import bisect
 import time
 import uuid
 from collections.abc import Callable
@@ -108,20 +109,26 @@ class HistoryReader:
         """The card after each of ``rows`` (events that changed it, oldest first)."""
         if not rows:
             return []
+        steps: dict[int, CardStep] = {}
         wanted = {r.seq for r in rows}
-        steps: list[CardStep] = []
 
         def visit(row: LoggedEvent, event: c.Event, touched: set[uuid.UUID], st: ReplayState) -> None:
             if row.seq in wanted:
-                steps.append(CardStep(row, event, st.card(card_id), st.card_parts(card_id)))
+                steps[row.seq] = CardStep(row, event, st.card(card_id), st.card_parts(card_id))
 
         t0 = time.perf_counter()
-        state = await self._start(board_id, rows[0].seq - 1)
-        await self._replay(board_id, state, rows[-1].seq, visit=visit)
+        stored = await self._repo.snapshot_seqs(board_id, rows[0].seq - 1, rows[-1].seq)
+        state: ReplayState | None = None
+        for row in rows:
+            # A card changed now and then over a long log: from the nearest snapshot before
+            # each change, not through the whole stretch between the first and the last.
+            nearest = stored[bisect.bisect_right(stored, row.seq - 1) - 1] if stored else -1
+            if state is None or nearest > state.seq:
+                state = await self._start(board_id, row.seq - 1)
+            await self._replay(board_id, state, row.seq, visit=visit)
         self._observe("card", t0)
-        by_seq = {s.row.seq: s for s in steps}
         # The feed's rows carry author names; the replay's do not.
-        return [_with_row(by_seq[r.seq], r) for r in rows if r.seq in by_seq]
+        return [_with_row(steps[r.seq], r) for r in rows if r.seq in steps]
 
     def _observe(self, what: str, t0: float) -> None:
         if self._metrics is not None:
@@ -157,6 +164,7 @@ class HistoryReader:
     async def _apply_log(
         self, board_id: uuid.UUID, state: ReplayState, upto: int, index: bool, visit: Visit | None
     ) -> None:
+        stored = set(await self._repo.snapshot_seqs(board_id, state.seq, upto))
         while state.seq < upto:
             rows = await self._repo.events(board_id, state.seq, upto, self._chunk)
             if not rows:
@@ -170,7 +178,7 @@ class HistoryReader:
                 touched = state.apply(row.seq, event)
                 if index:
                     touches.extend((card_id, row.seq) for card_id in touched)
-                if row.seq % self._every == 0:
+                if row.seq % self._every == 0 and row.seq not in stored:
                     body = _ENCODE.encode(state.snapshot()).decode()
                     snapshots.append(StoredSnapshot(row.seq, body, row.created_at))
                 if visit is not None:

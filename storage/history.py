@@ -141,9 +141,15 @@ class HistoryRepo:
         )
         return None if row is None else StoredSnapshot(row["seq"], row["body"], row["event_at"])
 
-    async def snapshot_seqs(self, board_id: uuid.UUID) -> list[int]:
+    async def snapshot_seqs(self, board_id: uuid.UUID, lo: int = 0, hi: int = 2**62) -> list[int]:
+        """Seqs of the stored snapshots from ``lo`` to ``hi``, in order."""
         rows = await self._pool.fetch(
-            "SELECT seq FROM board_snapshots WHERE board_id = $1 ORDER BY seq", board_id
+            """SELECT seq FROM board_snapshots
+               WHERE board_id = $1 AND seq >= $2 AND seq <= $3 AND format = $4 ORDER BY seq""",
+            board_id,
+            lo,
+            hi,
+            SNAPSHOT_FORMAT,
         )
         return [r["seq"] for r in rows]
 
