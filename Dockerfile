@@ -41,8 +41,8 @@ FROM ${PYTHON_IMAGE} AS runtime
 
 RUN groupadd --system --gid 10001 boardcast \
     && useradd --system --uid 10001 --gid boardcast --home-dir /app --shell /usr/sbin/nologin boardcast \
-    && mkdir -p /app \
-    && chown boardcast:boardcast /app
+    && mkdir -p /app /var/lib/boardcast/blobs \
+    && chown boardcast:boardcast /app /var/lib/boardcast/blobs
 
 COPY --from=builder /opt/venv /opt/venv
 

@@ -109,3 +109,15 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.blob_failures = Counter(
+            "boardcast_blob_failures",
+            "Blob store operations that failed, by operation (put, get, delete, sign, sweep...)",
+            ["op"],
+            registry=r,
+        )
+        self.blob_deleted = Counter(
+            "boardcast_blobs_deleted",
+            "Blobs deleted by the sweeper: trash (after the commit that dropped them), orphan",
+            ["reason"],
+            registry=r,
+        )

@@ -10,10 +10,13 @@ import msgspec
 from protocol.commands import Command, Event
 from protocol.model import BoardSnapshot, PresenceChange, RequestId, Seq, Uuid, Viewer
 
+# Integers within what JavaScript's JSON.parse reads exactly: presence is relayed to every
+# viewer, JSON clients included (docs/PROTOCOL.md, integers in JSON).
+SafeInt = Annotated[int, msgspec.Meta(ge=-(2**53 - 1), le=2**53 - 1)]
 PresenceState = Annotated[
     dict[
         Annotated[str, msgspec.Meta(max_length=32)],
-        Annotated[str, msgspec.Meta(max_length=256)] | int | float | bool | None,
+        Annotated[str, msgspec.Meta(max_length=256)] | SafeInt | float | bool | None,
     ],
     msgspec.Meta(max_length=8),
 ]

@@ -19,6 +19,7 @@ from protocol.errors import HTTP_STATUS, BoardcastError, CloseCode, ErrorCode
 from server.access import DEV_USER, User, grants
 from server.api import history, transfer
 from server.auth import Authenticator
+from server.blobs import blobs_context
 from server.config import Settings
 from server.guard import Guard, Tier, rate_headers
 from server.http import ErrorBody, ErrorDetail, Route, json_response
@@ -260,6 +261,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_resources)
+    app.cleanup_ctx.append(blobs_context)
     app.cleanup_ctx.append(_identity)
     app.cleanup_ctx.append(_actors)
     app.cleanup_ctx.append(history.history_ctx)

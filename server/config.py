@@ -6,6 +6,7 @@ import dataclasses
 import ipaddress
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -72,6 +73,45 @@ def _origins(raw: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+_MEDIA_PATTERN = re.compile(r"[a-z0-9][a-z0-9.+-]*/([a-z0-9][a-z0-9.+-]*\*?|\*)")
+
+
+def _media_types(raw: str) -> tuple[str, ...]:
+    """Comma-separated media types (``image/png``), a type with any subtype (``image/*``) or a
+    prefix of subtypes (``application/vnd.openxmlformats-officedocument.*``)."""
+    found = []
+    for part in (p.strip().lower() for p in raw.split(",")):
+        if not part:
+            continue
+        if _MEDIA_PATTERN.fullmatch(part) is None:
+            raise ValueError(f"{part!r} is not a media type such as image/png or image/*")
+        found.append(part)
+    if not found:
+        raise ValueError("must name at least one media type")
+    return tuple(found)
+
+
+# What may be uploaded by default: what the content sniffer recognises as media, documents and
+# archives, and UTF-8 text. Never served inline as HTML: see server/api/attachments.py.
+DEFAULT_BLOB_TYPES = (
+    "image/*",
+    "video/*",
+    "audio/*",
+    "application/pdf",
+    "text/plain",
+    "application/zip",
+    "application/gzip",
+    "application/x-tar",
+    "application/x-7z-compressed",
+    "application/vnd.openxmlformats-officedocument.*",
+    "application/vnd.oasis.opendocument.*",
+    "application/msword",
+    "application/vnd.ms-excel",
+    "application/vnd.ms-powerpoint",
+    "application/rtf",
+)
+
+
 def _on_off(raw: str) -> bool:
     if raw not in ("on", "off"):
         raise ValueError("must be on or off")
@@ -128,6 +168,27 @@ class Settings:
     # pages that may open a cookie-authenticated WebSocket besides the server's own host
     allowed_origins: tuple[str, ...] = ()
     redis_prefix: str = "bc"
+    # blobs: attachments and generated artifacts (storage/blobs)
+    blob_store: str = "local"  # local | s3
+    blob_dir: Path | None = None  # local store; None: <data_dir>/blobs
+    blob_max_bytes: int = 26_214_400  # largest upload (25 MiB)
+    blob_allowed_types: tuple[str, ...] = DEFAULT_BLOB_TYPES
+    blob_url_ttl_s: float = 300.0  # lifetime of a signed download URL
+    blob_orphan_grace_s: float = 3600.0  # an unreferenced blob younger than this is kept
+    blob_sweep_interval_s: float = 600.0
+    blob_s3_bucket: str | None = None
+    blob_s3_endpoint_url: str | None = None  # an S3-compatible service; None: AWS
+    blob_s3_region: str = "us-east-1"
+    blob_s3_access_key_id: str | None = None  # None: the usual AWS credential chain
+    blob_s3_secret_access_key: str | None = dataclasses.field(default=None, repr=False)
+    blob_s3_prefix: str = ""  # keys are stored under this prefix in the bucket
+    # on: downloads redirect to S3 presigned URLs; off: the server streams them from the bucket
+    # under its own signed link (a bucket browsers cannot reach; nosniff wanted)
+    blob_s3_presign: bool = True
+
+    @property
+    def blob_root(self) -> Path:
+        return self.blob_dir if self.blob_dir is not None else self.data_dir / "blobs"
 
     @property
     def production(self) -> bool:
@@ -169,6 +230,12 @@ def _url(*schemes: str) -> Callable[[str], str]:
         return raw
 
     return parse
+
+
+def _s3_prefix(raw: str) -> str:
+    if re.fullmatch(r"([A-Za-z0-9_-][A-Za-z0-9._-]*/)*", raw) is None:
+        raise ValueError("must be folder names each ending in /, such as boardcast/")
+    return raw
 
 
 _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
@@ -213,6 +280,20 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "BOARDCAST_TRUSTED_PROXIES": ("trusted_proxies", _networks),
     "BOARDCAST_ALLOWED_ORIGINS": ("allowed_origins", _origins),
     "BOARDCAST_REDIS_PREFIX": ("redis_prefix", str),
+    "BOARDCAST_BLOB_STORE": ("blob_store", _choice("local", "s3")),
+    "BOARDCAST_BLOB_DIR": ("blob_dir", Path),
+    "BOARDCAST_BLOB_MAX_BYTES": ("blob_max_bytes", _positive(int)),
+    "BOARDCAST_BLOB_ALLOWED_TYPES": ("blob_allowed_types", _media_types),
+    "BOARDCAST_BLOB_URL_TTL_S": ("blob_url_ttl_s", _positive(float)),
+    "BOARDCAST_BLOB_ORPHAN_GRACE_S": ("blob_orphan_grace_s", _positive(float)),
+    "BOARDCAST_BLOB_SWEEP_INTERVAL_S": ("blob_sweep_interval_s", _positive(float)),
+    "BOARDCAST_BLOB_S3_BUCKET": ("blob_s3_bucket", str),
+    "BOARDCAST_BLOB_S3_ENDPOINT_URL": ("blob_s3_endpoint_url", _url("https", "http")),
+    "BOARDCAST_BLOB_S3_REGION": ("blob_s3_region", str),
+    "BOARDCAST_BLOB_S3_ACCESS_KEY_ID": ("blob_s3_access_key_id", str),
+    "BOARDCAST_BLOB_S3_SECRET_ACCESS_KEY": ("blob_s3_secret_access_key", str),
+    "BOARDCAST_BLOB_S3_PREFIX": ("blob_s3_prefix", _s3_prefix),
+    "BOARDCAST_BLOB_S3_PRESIGN": ("blob_s3_presign", _on_off),
 }
 
 
@@ -254,9 +335,20 @@ def load_settings(
             )
     # `migrate` signs no token and serves nobody: the identity rules of production are serve's
     _check_identity(settings, production=settings.production and command != "migrate")
+    _check_blobs(settings)
     if settings.idle_timeout_s <= settings.heartbeat_s:
         raise ConfigError("BOARDCAST_IDLE_TIMEOUT_S must be greater than BOARDCAST_HEARTBEAT_S")
     return settings
+
+
+def _check_blobs(settings: Settings) -> None:
+    if settings.blob_store == "s3" and not settings.blob_s3_bucket:
+        raise ConfigError("BOARDCAST_BLOB_STORE=s3 needs BOARDCAST_BLOB_S3_BUCKET")
+    keys = (settings.blob_s3_access_key_id, settings.blob_s3_secret_access_key)
+    if any(keys) and not all(keys):
+        raise ConfigError(
+            "BOARDCAST_BLOB_S3_ACCESS_KEY_ID and BOARDCAST_BLOB_S3_SECRET_ACCESS_KEY go together"
+        )
 
 
 def _check_identity(settings: Settings, *, production: bool) -> None:

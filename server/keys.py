@@ -12,9 +12,13 @@ from aiohttp import web
 from actors import BoardRegistry, Metrics
 from server.config import Settings
 from storage import BoardRepo, IdentityRepo, MemberRepo
+from storage.blobs import BlobStore
+from storage.blobs.ledger import BlobLedger
+from storage.blobs.sweeper import BlobSweeper
 
 if TYPE_CHECKING:
     from server.access import User
+    from server.api.blob_urls import UrlSigner
     from server.auth import Authenticator
     from server.guard import Guard
     from server.live import LiveConnections
@@ -31,6 +35,10 @@ REGISTRY = web.AppKey("registry", BoardRegistry)
 CONNECTIONS: web.AppKey[LiveConnections] = web.AppKey("connections")
 AUTH: web.AppKey[Authenticator] = web.AppKey("auth")
 GUARD: web.AppKey[Guard] = web.AppKey("guard")
+BLOBS = web.AppKey("blobs", BlobStore)
+BLOB_LEDGER = web.AppKey("blob_ledger", BlobLedger)
+BLOB_SWEEPER = web.AppKey("blob_sweeper", BlobSweeper)
+URL_SIGNER: web.AppKey[UrlSigner] = web.AppKey("url_signer")
 
 # Per request, set by the guard middleware.
 USER: web.RequestKey[User] = web.RequestKey("user")  # absent for an anonymous caller

@@ -13,7 +13,7 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from server.http import json_response
-from server.keys import AUTH, CONNECTIONS, GUARD, METRICS, POOL, REDIS, REGISTRY
+from server.keys import AUTH, BLOBS, CONNECTIONS, GUARD, METRICS, POOL, REDIS, REGISTRY
 
 log = structlog.get_logger(__name__)
 _PROBE_TIMEOUT_S = 2.0
@@ -49,6 +49,9 @@ def health_handler(version: str) -> Handler:
         report: dict[str, object] = {"status": "ok", "version": version}
         postgres = await _probe(report, "postgres", _postgres(app))
         redis = await _probe(report, "redis", lambda: app[REDIS].ping())  # type: ignore[misc]
+        blobs = await _probe(report, "blob_store", app[BLOBS].check)
+        if not blobs:
+            app[METRICS].blob_failures.labels(op="check").inc()
         limiter = await app[GUARD].probe()
         report["rate_limiter"] = limiter
         oidc = app[AUTH].oidc
@@ -56,7 +59,7 @@ def health_handler(version: str) -> Handler:
             report["oidc"] = oidc.health()
         report["boards_active"] = len(app[REGISTRY])
         report["connections"] = len(app[CONNECTIONS])
-        if not (postgres and redis and limiter["ok"]):
+        if not (postgres and redis and blobs and limiter["ok"]):
             report["status"] = "degraded"
         return json_response(report, 200 if postgres else 503)
 

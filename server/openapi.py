@@ -52,6 +52,8 @@ TAGS: list[dict[str, str]] = [
     {"name": "history", "description": "Activity feeds; boards and cards as they were (time travel)"},
     {"name": "imports", "description": "Board export, and imports running in the background"},
     {"name": "realtime", "description": "The WebSocket endpoint"},
+    {"name": "attachments", "description": "Files on cards: upload, download (signed links), thumbnails"},
+    {"name": "blobs", "description": "Signed, expiring download links served by the server itself"},
     {"name": "operations", "description": "Health, metrics and this document"},
 ]
 
@@ -116,7 +118,8 @@ _ERRORS: dict[int, tuple[str, str, tuple[str, ...]]] = {
     413: ("TooLarge", "the body is larger than the server accepts", ()),
     415: (
         "UnsupportedMediaType",
-        "a cookie session was asked for without `Content-Type: application/json`",
+        "the body's Content-Type is not what the route takes (`application/json`; `multipart/form-data`"
+        " for uploads), or an uploaded file's content is not of an allowed type",
         (),
     ),
     429: ("RateLimited", "too many requests in the route's tier", ("Retry-After",)),
@@ -155,12 +158,40 @@ _OPTIONAL_SECURITY: dict[str, list[dict[str, list[str]]]] = {
 }
 
 
+# Request bodies that are not JSON, by handler.
+_REQUEST_BODIES: dict[str, dict[str, Any]] = {
+    "upload_attachment": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "contentMediaType": "application/octet-stream",
+                            "description": "the file, with its name; its type is sniffed from the bytes",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+_REDIRECT_HEADERS = {
+    "Location": {"description": "the signed download link (expires)", "schema": {"type": "string"}}
+}
+
+
 def _tag(path: str) -> str:
     parts = path.removeprefix("/api/v1/").split("/")
     if parts[0] != "boards":
         return parts[0]
     if len(parts) < 3:
         return "boards"
+    if len(parts) >= 5 and parts[4] == "attachments":
+        return "attachments"
     return {
         "leave": "members",
         "transfer": "members",
@@ -251,6 +282,9 @@ def _rest_operation(r: Route, ref: dict[type[Any], dict[str, Any]]) -> dict[str,
     ok: dict[str, Any] = {"description": "success", "headers": _header_refs(["X-Request-Id", *_RATE_HEADERS])}
     if r.response is not None:
         ok["content"] = {"application/json": {"schema": ref[r.response]}}
+    if 300 <= r.status < 400:
+        ok["description"] = "a redirect to the signed download link"
+        ok["headers"] = {**ok["headers"], **_REDIRECT_HEADERS}
     responses: dict[str, Any] = {str(r.status): ok}
     for status in sorted(_statuses(r)):
         responses[str(status)] = {"$ref": f"#/components/responses/{_ERRORS[status][0]}"}
@@ -267,7 +301,9 @@ def _rest_operation(r: Route, ref: dict[type[Any], dict[str, Any]]) -> dict[str,
         op["security"] = _OPTIONAL_SECURITY[name]
     elif r.public:
         op["security"] = []
-    if r.body is not None:
+    if name in _REQUEST_BODIES:
+        op["requestBody"] = _REQUEST_BODIES[name]
+    elif r.body is not None:
         op["requestBody"] = {
             "required": not r.body_optional,
             "content": {"application/json": {"schema": ref[r.body]}},

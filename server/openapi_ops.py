@@ -37,6 +37,7 @@ class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
     version: str
     postgres: Probe
     redis: Probe
+    blob_store: Probe  # the configured blob store (local folder writable, S3 bucket reachable)
     rate_limiter: RateLimiterHealth
     oidc: OidcHealth | msgspec.UnsetType = msgspec.UNSET  # when an OIDC provider is configured
     boards_active: int

@@ -28,7 +28,7 @@ from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
 from protocol.model import BoardInfo, BoardSnapshot, Card, Column, Text, Title, Uuid
 from server import accounts, membership
 from server.access import Action, Grant, User, authorize, current_user
-from server.api import cards, checklists, comments, history, ops, taxonomy, transfer
+from server.api import attachments, blob_urls, cards, checklists, comments, history, ops, taxonomy, transfer
 from server.http import (
     IDEMPOTENCY_KEY,
     Body,
@@ -442,6 +442,13 @@ BOARD_ROUTES: list[Route] = [
 ]
 
 MODEL_ROUTES: list[Route] = cards.ROUTES + taxonomy.ROUTES + checklists.ROUTES + comments.ROUTES + ops.ROUTES
+BLOB_ROUTES: list[Route] = attachments.ROUTES + blob_urls.ROUTES
 ROUTES: list[Route] = (
-    accounts.ROUTES + BOARD_ROUTES + membership.ROUTES + MODEL_ROUTES + history.ROUTES + transfer.ROUTES
+    accounts.ROUTES
+    + BOARD_ROUTES
+    + membership.ROUTES
+    + MODEL_ROUTES
+    + BLOB_ROUTES
+    + history.ROUTES
+    + transfer.ROUTES
 )

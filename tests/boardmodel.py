@@ -60,6 +60,8 @@ class BoardModel:
             col_id = str(ev["column_id"])
             del self.columns[col_id]
             gone = {str(i) for i in ev.get("card_ids", [])}
+            for card in ev.get("moved", []):  # cards the request moved to another column
+                self.cards[str(card["id"])].update(column_id=str(card["column_id"]), rank=card["rank"])
             assert gone == {i for i, c in self.cards.items() if c["column_id"] == col_id}
             for card_id in gone:
                 del self.cards[card_id]

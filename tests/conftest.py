@@ -167,3 +167,12 @@ async def create_column(
         assert r.status == 201, await r.text()
         body: dict[str, Any] = await r.json()
         return body
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-compatible server (moto) on 127.0.0.1 for this test session."""
+    from tests.s3server import moto_server
+
+    with moto_server() as url:
+        yield url

@@ -12,7 +12,7 @@ import aiohttp
 from tests.identity import Account, add_member, new_board, register
 
 API = "/api/v1"
-ROLES = ("owner", "admin", "member", "viewer")
+ROLES = ("owner", "admin", "member", "commenter", "viewer")
 
 
 @dataclasses.dataclass

@@ -23,7 +23,7 @@ from tests.roles import (
     set_visibility,
 )
 
-CALLERS = ("owner", "admin", "member", "viewer", "outsider", "anonymous")
+CALLERS = ("owner", "admin", "member", "commenter", "viewer", "outsider", "anonymous")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +38,12 @@ class Ids:
     target: str  # a member (role member) that member management acts on
     spare: str  # a signed-in account that is not a member
     caller: str  # the caller's own user id
+    label: str = ""
+    field: str = ""  # a select field
+    option: str = ""  # its option
+    checklist: str = ""  # on the card
+    item: str = ""  # in the checklist
+    comment: str = ""  # the owner's, on the card
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +64,15 @@ class Row:
         body = BODIES.get(self.action)
         if body is None:
             return None
-        fields = dataclasses.asdict(ids)
-        return {k: v.format(**fields) if isinstance(v, str) else v for k, v in body.items()}
+        return _fill(body, dataclasses.asdict(ids))
+
+
+def _fill(value: Any, fields: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return value.format(**fields)
+    if isinstance(value, dict):
+        return {k: _fill(v, fields) for k, v in value.items()}
+    return value
 
 
 def _row(action: str, route: str, *statuses: int) -> Row:
@@ -69,34 +82,68 @@ def _row(action: str, route: str, *statuses: int) -> Row:
 
 # fmt: off
 TABLE = [
-    #    action               route                              owner admin member viewer outsider anon
-    _row("read board",        "GET ",                              200, 200, 200, 200, 404, 401),
-    _row("list columns",      "GET /columns",                      200, 200, 200, 200, 404, 401),
-    _row("read column",       "GET /columns/{column}",             200, 200, 200, 200, 404, 401),
-    _row("list cards",        "GET /cards",                        200, 200, 200, 200, 404, 401),
-    _row("read card",         "GET /cards/{card}",                 200, 200, 200, 200, 404, 401),
-    _row("list members",      "GET /members",                      200, 200, 200, 200, 404, 401),
-    _row("create column",     "POST /columns",                     201, 201, 201, 403, 404, 401),
-    _row("rename column",     "PATCH /columns/{column}",           200, 200, 200, 403, 404, 401),
-    _row("move column",       "POST /columns/{column}/move",       200, 200, 200, 403, 404, 401),
-    _row("delete column",     "DELETE /columns/{column}",          204, 204, 204, 403, 404, 401),
-    _row("create card",       "POST /cards",                       201, 201, 201, 403, 404, 401),
-    _row("patch card",        "PATCH /cards/{card}",               200, 200, 200, 403, 404, 401),
-    _row("move card",         "POST /cards/{card}/move",           200, 200, 200, 403, 404, 401),
-    _row("delete card",       "DELETE /cards/{card}",              204, 204, 204, 403, 404, 401),
-    _row("patch title",       "PATCH ",                            200, 200, 403, 403, 404, 401),
-    _row("patch description", "PATCH ",                            200, 200, 403, 403, 404, 401),
-    _row("patch visibility",  "PATCH ",                            200, 200, 403, 403, 404, 401),
-    _row("add member",        "POST /members",                     201, 201, 403, 403, 404, 401),
-    _row("change role",       "PATCH /members/{target}",           200, 200, 403, 403, 404, 401),
-    _row("remove member",     "DELETE /members/{target}",          204, 204, 403, 403, 404, 401),
-    _row("remove self",       "DELETE /members/{caller}",          409, 204, 204, 204, 404, 401),
-    _row("leave",             "POST /leave",                       409, 204, 204, 204, 404, 401),
-    _row("list invitations",  "GET /invitations",                  200, 200, 403, 403, 404, 401),
-    _row("create invitation", "POST /invitations",                 201, 201, 403, 403, 404, 401),
-    _row("revoke invitation", "DELETE /invitations/{invitation}",  204, 204, 403, 403, 404, 401),
-    _row("transfer",          "POST /transfer",                    204, 403, 403, 403, 404, 401),
-    _row("delete board",      "DELETE ",                           204, 403, 403, 403, 404, 401),
+    # action, route; then owner admin member commenter viewer outsider anonymous
+    _row("read board",        "GET ",                              200, 200, 200, 200, 200, 404, 401),
+    _row("list columns",      "GET /columns",                      200, 200, 200, 200, 200, 404, 401),
+    _row("read column",       "GET /columns/{column}",             200, 200, 200, 200, 200, 404, 401),
+    _row("list cards",        "GET /cards",                        200, 200, 200, 200, 200, 404, 401),
+    _row("read card",         "GET /cards/{card}",                 200, 200, 200, 200, 200, 404, 401),
+    _row("list members",      "GET /members",                      200, 200, 200, 200, 200, 404, 401),
+    _row("list labels",       "GET /labels",                       200, 200, 200, 200, 200, 404, 401),
+    _row("list fields",       "GET /fields",                       200, 200, 200, 200, 200, 404, 401),
+    _row("list comments",     "GET /cards/{card}/comments",        200, 200, 200, 200, 200, 404, 401),
+    _row("create column",     "POST /columns",                     201, 201, 201, 403, 403, 404, 401),
+    _row("rename column",     "PATCH /columns/{column}",           200, 200, 200, 403, 403, 404, 401),
+    _row("move column",       "POST /columns/{column}/move",       200, 200, 200, 403, 403, 404, 401),
+    _row("delete column",     "DELETE /columns/{column}?cards=delete", 204, 204, 204, 403, 403, 404, 401),
+    _row("column settings",   "PATCH /columns/{column}/settings",  200, 200, 200, 403, 403, 404, 401),
+    _row("archive column",    "POST /columns/{column}/archive",    200, 200, 200, 403, 403, 404, 401),
+    _row("create card",       "POST /cards",                       201, 201, 201, 403, 403, 404, 401),
+    _row("patch card",        "PATCH /cards/{card}",               200, 200, 200, 403, 403, 404, 401),
+    _row("move card",         "POST /cards/{card}/move",           200, 200, 200, 403, 403, 404, 401),
+    _row("delete card",       "DELETE /cards/{card}",              204, 204, 204, 403, 403, 404, 401),
+    _row("schedule card",     "PATCH /cards/{card}/schedule",      200, 200, 200, 403, 403, 404, 401),
+    _row("assign card",       "POST /cards/{card}/assignees",      200, 200, 200, 403, 403, 404, 401),
+    _row("unassign card",     "DELETE /cards/{card}/assignees/{target}", 200, 200, 200, 403, 403, 404, 401),
+    _row("archive card",      "POST /cards/{card}/archive",        200, 200, 200, 403, 403, 404, 401),
+    _row("label card",        "PUT /cards/{card}/labels/{label}",  200, 200, 200, 403, 403, 404, 401),
+    _row("unlabel card",      "DELETE /cards/{card}/labels/{label}", 200, 200, 200, 403, 403, 404, 401),
+    _row("set field",         "PUT /cards/{card}/fields/{field}",  200, 200, 200, 403, 403, 404, 401),
+    _row("create checklist",  "POST /cards/{card}/checklists",     201, 201, 201, 403, 403, 404, 401),
+    _row("rename checklist",  "PATCH /checklists/{checklist}",     200, 200, 200, 403, 403, 404, 401),
+    _row("move checklist",    "POST /checklists/{checklist}/move", 200, 200, 200, 403, 403, 404, 401),
+    _row("delete checklist",  "DELETE /checklists/{checklist}",    204, 204, 204, 403, 403, 404, 401),
+    _row("create item",       "POST /checklists/{checklist}/items", 201, 201, 201, 403, 403, 404, 401),
+    _row("patch item",        "PATCH /items/{item}",               200, 200, 200, 403, 403, 404, 401),
+    _row("move item",         "POST /items/{item}/move",           200, 200, 200, 403, 403, 404, 401),
+    _row("delete item",       "DELETE /items/{item}",              204, 204, 204, 403, 403, 404, 401),
+    _row("comment",           "POST /cards/{card}/comments",       201, 201, 201, 201, 403, 404, 401),
+    _row("edit owner's comment", "PATCH /comments/{comment}",      200, 403, 403, 403, 403, 404, 401),
+    _row("delete owner's comment", "DELETE /comments/{comment}",   204, 204, 403, 403, 403, 404, 401),
+    _row("command: archive",  "POST /commands",                    200, 200, 200, 403, 403, 404, 401),
+    _row("command: comment",  "POST /commands",                    200, 200, 200, 200, 403, 404, 401),
+    _row("board settings",    "PUT /settings",                     204, 204, 403, 403, 403, 404, 401),
+    _row("create label",      "POST /labels",                      201, 201, 403, 403, 403, 404, 401),
+    _row("patch label",       "PATCH /labels/{label}",             200, 200, 403, 403, 403, 404, 401),
+    _row("delete label",      "DELETE /labels/{label}",            204, 204, 403, 403, 403, 404, 401),
+    _row("create field",      "POST /fields",                      201, 201, 403, 403, 403, 404, 401),
+    _row("rename field",      "PATCH /fields/{field}",             200, 200, 403, 403, 403, 404, 401),
+    _row("add option",        "POST /fields/{field}/options",      201, 201, 403, 403, 403, 404, 401),
+    _row("remove option",     "DELETE /fields/{field}/options/{option}", 204, 204, 403, 403, 403, 404, 401),
+    _row("delete field",      "DELETE /fields/{field}",            204, 204, 403, 403, 403, 404, 401),
+    _row("patch title",       "PATCH ",                            200, 200, 403, 403, 403, 404, 401),
+    _row("patch description", "PATCH ",                            200, 200, 403, 403, 403, 404, 401),
+    _row("patch visibility",  "PATCH ",                            200, 200, 403, 403, 403, 404, 401),
+    _row("add member",        "POST /members",                     201, 201, 403, 403, 403, 404, 401),
+    _row("change role",       "PATCH /members/{target}",           200, 200, 403, 403, 403, 404, 401),
+    _row("remove member",     "DELETE /members/{target}",          204, 204, 403, 403, 403, 404, 401),
+    _row("remove self",       "DELETE /members/{caller}",          409, 204, 204, 204, 204, 404, 401),
+    _row("leave",             "POST /leave",                       409, 204, 204, 204, 204, 404, 401),
+    _row("list invitations",  "GET /invitations",                  200, 200, 403, 403, 403, 404, 401),
+    _row("create invitation", "POST /invitations",                 201, 201, 403, 403, 403, 404, 401),
+    _row("revoke invitation", "DELETE /invitations/{invitation}",  204, 204, 403, 403, 403, 404, 401),
+    _row("transfer",          "POST /transfer",                    204, 403, 403, 403, 403, 404, 401),
+    _row("delete board",      "DELETE ",                           204, 403, 403, 403, 403, 404, 401),
 ]
 # fmt: on
 
@@ -104,9 +151,29 @@ BODIES: dict[str, dict[str, Any]] = {
     "create column": {"title": "New"},
     "rename column": {"title": "Renamed"},
     "move column": {},
+    "column settings": {"wip_limit": 5},
     "create card": {"column_id": "{column}", "title": "C"},
     "patch card": {"title": "Patched"},
     "move card": {"column_id": "{column2}"},
+    "schedule card": {"done": True},
+    "assign card": {"user_id": "{target}"},
+    "set field": {"value": "{option}"},
+    "create checklist": {"title": "C"},
+    "rename checklist": {"title": "R"},
+    "move checklist": {},
+    "create item": {"text": "I"},
+    "patch item": {"done": True},
+    "move item": {"checklist_id": "{checklist}"},
+    "comment": {"body": "hello"},
+    "edit owner's comment": {"body": "rewritten"},
+    "command: archive": {"op": {"op": "card.archive", "card_id": "{card}"}},
+    "command: comment": {"op": {"op": "comment.create", "card_id": "{card}", "body": "hi"}},
+    "board settings": {"allow_wip_overflow": True},
+    "create label": {"name": "L", "colour": "red"},
+    "patch label": {"name": "M"},
+    "create field": {"name": "F", "kind": "text"},
+    "rename field": {"name": "G"},
+    "add option": {"name": "Low"},
     "patch title": {"title": "Retitled"},
     "patch description": {"description": "About"},
     "patch visibility": {"visibility": "signed_in"},
@@ -120,13 +187,16 @@ CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict
 
 
 async def _people(http: aiohttp.ClientSession, base: str) -> dict[str, Account]:
-    return await accounts(http, base, "owner", "admin", "member", "viewer", "outsider", "target", "spare")
+    return await accounts(
+        http, base, "owner", "admin", "member", "commenter", "viewer", "outsider", "target", "spare"
+    )
 
 
 async def _furnished_board(http: aiohttp.ClientSession, base: str, people: dict[str, Account]) -> Ids:
     """A private board with every role, a target member, two columns, a card and an invitation."""
     owner = people["owner"]
-    bid = await board_with_roles(http, base, people, target="member")
+    extra = {"commenter": "commenter"} if "commenter" in people else {}
+    bid = await board_with_roles(http, base, people, target="member", **extra)
     cols = []
     for title in ("A", "B"):
         r = await call(http, "POST", board_url(base, bid, "/columns"), owner, json={"title": title})
@@ -137,9 +207,11 @@ async def _furnished_board(http: aiohttp.ClientSession, base: str, people: dict[
     )
     assert r.status == 201, r.body
     card = r.body["id"]
+    model = await _model_parts(http, base, bid, owner, card)
     r = await call(http, "POST", board_url(base, bid, "/invitations"), owner, json={})
     assert r.status == 201, r.body
     return Ids(
+        **model,
         board=bid,
         column=cols[0],
         column2=cols[1],
@@ -149,6 +221,31 @@ async def _furnished_board(http: aiohttp.ClientSession, base: str, people: dict[
         spare=people["spare"].user_id,
         caller="",
     )
+
+
+async def _model_parts(
+    http: aiohttp.ClientSession, base: str, bid: str, owner: Account, card: str
+) -> dict[str, str]:
+    """A label, a select field with an option, a checklist with an item and the owner's comment."""
+
+    async def made(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        r = await call(http, "POST", board_url(base, bid, path), owner, json=body)
+        assert r.status == 201, r.body
+        return r.body  # type: ignore[no-any-return]
+
+    label = await made("/labels", {"name": "Bug", "colour": "red"})
+    field = await made("/fields", {"name": "Prio", "kind": "select", "options": [{"name": "High"}]})
+    checklist = await made(f"/cards/{card}/checklists", {"title": "C"})
+    item = await made(f"/checklists/{checklist['id']}/items", {"text": "I"})
+    comment = await made(f"/cards/{card}/comments", {"body": "the owner's"})
+    return {
+        "label": label["id"],
+        "field": field["id"],
+        "option": field["options"][0]["id"],
+        "checklist": checklist["id"],
+        "item": item["id"],
+        "comment": comment["id"],
+    }
 
 
 async def _fingerprint(

@@ -55,10 +55,10 @@ async def test_a_crashing_command_fails_alone_and_the_board_carries_on(http, ser
     col = await create_column(http, server.base, board["id"])
     original = BoardState.apply
 
-    def apply(self, cmd):  # a bug that only some commands hit
+    def apply(self, cmd, *args):  # a bug that only some commands hit
         if getattr(cmd, "title", None) == "crash":
             raise RuntimeError("simulated bug")
-        return original(self, cmd)
+        return original(self, cmd, *args)
 
     monkeypatch.setattr(BoardState, "apply", apply)
     a = await connect()
@@ -175,10 +175,10 @@ async def test_a_crash_keeps_the_commands_queued_behind_it(http, server, connect
     col = await create_column(http, server.base, board["id"])
     original = BoardState.apply
 
-    def apply(self, cmd):
+    def apply(self, cmd, *args):
         if getattr(cmd, "title", None) == "crash":
             raise RuntimeError("simulated bug")
-        return original(self, cmd)
+        return original(self, cmd, *args)
 
     monkeypatch.setattr(BoardState, "apply", apply)
     a = await connect()

@@ -552,7 +552,8 @@ def test_random_model_commands_refuse_cleanly_and_keep_invariants(steps):
             ids = s.card_order[col.id].ids()
             assert all(s.cards[i].column_id == col.id for i in ids)
             assert s.active[col.id] == sum(not s.cards[i].archived for i in ids)
-            if col.wip_limit is not None and not s.allow_wip_overflow and isinstance(cmd, c.CreateCard):
+            created_here = isinstance(cmd, c.CreateCard) and cmd.column_id == col.id
+            if col.wip_limit is not None and not s.allow_wip_overflow and created_here:
                 assert s.active[col.id] <= col.wip_limit
         assert len(snap.cards) == len(s.cards)
         assert {i.id for i in snap.items} == set(s.items)
@@ -579,3 +580,20 @@ def test_protocol_doc_has_an_example_of_every_command_and_event():
     ops = {t.__struct_config__.tag for t in c.Command.__args__}  # type: ignore[attr-defined]
     kinds = {t.__struct_config__.tag for t in c.Event.__args__}  # type: ignore[attr-defined]
     assert ops - shown == set() and kinds - shown == set()
+
+
+# ------------------------------------------------------------------ integers in JSON
+
+
+@pytest.mark.parametrize("encoding", ["msgpack", "json"])
+def test_presence_integers_past_2_53_are_refused_in_both_encodings(encoding):
+    from protocol.codec import JSON, MSGPACK, FrameError
+
+    codec = MSGPACK if encoding == "msgpack" else JSON
+    enc = msgspec.msgpack.encode if encoding == "msgpack" else msgspec.json.encode
+    board_id = str(uuid.uuid4())
+    ok = codec.decode(enc({"type": "presence", "board_id": board_id, "state": {"x": 2**53 - 1}}))
+    assert ok.state == {"x": 2**53 - 1}  # type: ignore[union-attr]
+    with pytest.raises(FrameError) as caught:
+        codec.decode(enc({"type": "presence", "board_id": board_id, "state": {"x": 2**53}}))
+    assert caught.value.code == ErrorCode.BAD_REQUEST

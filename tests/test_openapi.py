@@ -225,7 +225,9 @@ async def test_request_schemas_accept_exactly_what_the_handlers_decode(http, ser
     checked = 0
     for r in ROUTES:
         if r.body is None:
-            assert "requestBody" not in spec["paths"][r.path][r.method.lower()]
+            body = spec["paths"][r.path][r.method.lower()].get("requestBody")
+            # a body that is not JSON (an upload's multipart form) is described by hand
+            assert body is None or "application/json" not in body["content"], (r.method, r.path)
             continue
         content = spec["paths"][r.path][r.method.lower()]["requestBody"]["content"]
         v = validator(spec, content["application/json"]["schema"])
@@ -396,7 +398,8 @@ async def test_every_operation_has_an_id_a_declared_tag_and_named_answers(http, 
         for method, op in item.items():
             ids.append(op["operationId"])
             assert len(op["tags"]) == 1 and op["tags"][0] in tags, (method, path)
-            assert any(s.startswith("2") or s == "101" for s in op["responses"]), (method, path)
+            # success: 2xx, 101 for the WebSocket, 307 for a download (a redirect to a signed link)
+            assert any(s.startswith("2") or s in ("101", "307") for s in op["responses"]), (method, path)
     assert {"health", "metrics", "openapi", "websocket"} <= set(ids)
     assert len(ids) == len(set(ids))
     ws = spec["paths"]["/ws"]["get"]
