@@ -14,8 +14,10 @@ context, as an arq job would get) and everything it does is recorded in ``import
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 import uuid
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,13 +27,19 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter
 
 from actors import BoardRegistry, CommandResult, DeleteBoard, Execute
+from jobs.bundle import member_chunks
 from jobs.transfer import skip, trello_document
 from protocol import commands as c
 from protocol.errors import BoardcastError, ErrorCode
-from protocol.model import dec_hook
+from protocol.model import Attachment, dec_hook
 from protocol.transfer import BoardExport, ImportReport, TrelloBoard
 from storage import BoardRepo, MemberRepo
+from storage.blobs import BlobStore, BlobTooLarge, new_key
+from storage.blobs.ledger import BlobLedger
+from storage.blobs.media import SNIFF_BYTES, MediaTypeRefused, check_type, safe_filename, sniff
 from storage.imports import ImportRepo
+
+ATTACHMENTS = "attachments"  # the blob namespace of attachments (server/api/attachments.py)
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +77,16 @@ class ImportMetrics:
 
 
 @dataclass(frozen=True, slots=True)
+class Blobs:
+    """Where an import with files puts them, by the rules the upload route applies."""
+
+    store: BlobStore
+    ledger: BlobLedger
+    max_bytes: int
+    allowed_types: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ImportDeps:
     imports: ImportRepo
     boards: BoardRepo
@@ -76,6 +94,7 @@ class ImportDeps:
     registry: BoardRegistry
     timeout_s: float
     metrics: ImportMetrics | None = None
+    blobs: Blobs | None = None
 
 
 @dataclass(slots=True)
@@ -101,6 +120,7 @@ class _Run:
     _reported: float = 0.0
     ids: dict[str, uuid.UUID] = field(default_factory=dict)  # document ref -> new id
     members: dict[str, uuid.UUID] = field(default_factory=dict)  # member ref -> user id
+    files: zipfile.ZipFile | None = None  # a zip import's files
 
     def count(self, what: str, n: int = 1) -> None:
         self.report.created[what] = self.report.created.get(what, 0) + n
@@ -375,8 +395,7 @@ async def build(run: _Run, doc: BoardExport) -> None:
             )
         )
     await run.send(comments)
-    for a in doc.attachments:
-        skip(run.report, "attachment", "the document holds the file's metadata, not the file", a.ref, a.name)
+    await _attachments(run, doc)
 
     await run.send(
         [
@@ -405,6 +424,93 @@ async def build(run: _Run, doc: BoardExport) -> None:
     )
 
 
+async def _attachments(run: _Run, doc: BoardExport) -> None:
+    """Files of a zip import go to the blob store under new keys, checked as uploads are
+    (sniffed type, allowed types, size), then onto their cards; a JSON document has none."""
+    ids, blobs, zf = run.ids, run.deps.blobs, run.files
+    steps: list[_Step] = []
+    keys: dict[str, str] = {}  # attachment ref -> blob key
+    for a in doc.attachments:
+        if a.card not in ids:
+            skip(
+                run.report,
+                "attachment",
+                "its card is not in the document (or was not created)",
+                a.ref,
+                a.name,
+            )
+            continue
+        if zf is None or blobs is None or a.file is None:
+            skip(
+                run.report,
+                "attachment",
+                "the document holds the file's metadata, not the file",
+                a.ref,
+                a.name,
+            )
+            continue
+        with zf.open(a.file) as src:
+            head = src.read(SNIFF_BYTES)
+        try:
+            content_type = check_type(sniff(head), a.content_type, blobs.allowed_types)
+        except MediaTypeRefused as e:
+            skip(run.report, "attachment", str(e), a.ref, a.name)
+            continue
+        key = new_key(ATTACHMENTS, run.board_id)
+        await blobs.ledger.record_uploads([key], run.board_id)  # before the blob: a crash leaves a trace
+        try:
+            size = await blobs.store.put(
+                key, member_chunks(zf, a.file), content_type=content_type, max_bytes=blobs.max_bytes
+            )
+        except BlobTooLarge:
+            await blobs.ledger.forget_uploads([key])
+            skip(run.report, "attachment", f"larger than {blobs.max_bytes} bytes", a.ref, a.name)
+            continue
+        keys[a.ref] = key
+        attachment = Attachment(
+            id=uuid.uuid4(),
+            card_id=ids[a.card],
+            name=safe_filename(a.name),
+            content_type=content_type,
+            size=size,
+            blob_key=key,
+            created_by=run.members.get(a.created_by or "", run.owner),
+            created_at_ms=a.created_at_ms if a.created_at_ms is not None else int(time.time() * 1000),
+        )
+
+        def then(event: Any, ref: str = a.ref) -> None:
+            ids[ref] = event.attachment.id
+            run.count("attachments")
+
+        steps.append(_Step(c.AddAttachment(attachment=attachment), "attachment", a.ref, then=then))
+    try:
+        await run.send(steps)
+    finally:
+        # Committed ones are referenced by their rows now; the others the sweeper removes.
+        if blobs is not None:
+            await blobs.ledger.forget_uploads([k for r, k in keys.items() if r in ids])
+    if keys:
+        run.report.notes.append("imported image attachments have no thumbnails")
+    await run.send(
+        [
+            _Step(c.SetCover(card_id=ids[a.card], attachment_id=ids[a.ref]), "cover", a.ref)
+            for a in doc.attachments
+            if a.cover and a.ref in ids and a.card in ids
+        ]
+    )
+
+
+async def _open_files(deps: ImportDeps, key: str, into: Any) -> zipfile.ZipFile:
+    """The zip of a zip import, copied from the blob store into a local temporary file."""
+    if deps.blobs is None:
+        raise BoardcastError(ErrorCode.UNAVAILABLE, "this server has no blob store for the import's files")
+    async with deps.blobs.store.open(key) as blob:
+        async for chunk in blob:
+            await asyncio.to_thread(into.write, chunk)
+    await asyncio.to_thread(into.flush)
+    return zipfile.ZipFile(into.name)
+
+
 async def run_import(deps: ImportDeps, job_id: uuid.UUID) -> None:
     """Run one queued import job to its end (succeeded or failed), recording all of it."""
     claimed = await deps.imports.claim(job_id)
@@ -421,21 +527,38 @@ async def run_import(deps: ImportDeps, job_id: uuid.UUID) -> None:
         await deps.imports.set_board(job_id, board_id)
         run = _Run(deps, job_id, board_id, job.owner_id, report, _total(doc))
         await deps.imports.progress(job_id, 0, run.total)
-        await build(run, doc)
+        with tempfile.NamedTemporaryFile(prefix="boardcast-import-", suffix=".zip") as tmp:
+            if job.files_key is not None:
+                run.files = await _open_files(deps, job.files_key, tmp)
+            try:
+                await build(run, doc)
+            finally:
+                if run.files is not None:
+                    run.files.close()
     except Exception as e:
         message = e.message if isinstance(e, BoardcastError) else "internal error"
         bound.warning("import_failed", error=repr(e), board_id=str(board_id) if board_id else None)
         if board_id is not None:
             await _discard(deps, board_id, job.owner_id)
         await deps.imports.finish(job_id, "failed", None, _ENCODE.encode(report).decode(), message)
+        await _drop_files(deps, job.files_key)
         if deps.metrics is not None:
             deps.metrics.jobs.labels(kind=job.kind, outcome="failed").inc()
         return
     await deps.imports.finish(job_id, "succeeded", board_id, _ENCODE.encode(report).decode(), None)
+    await _drop_files(deps, job.files_key)
     if deps.metrics is not None:
         deps.metrics.jobs.labels(kind=job.kind, outcome="succeeded").inc()
         deps.metrics.skipped.labels(kind=job.kind).inc(report.skipped_count)
     bound.info("import_succeeded", board_id=str(board_id), skipped=report.skipped_count)
+
+
+async def _drop_files(deps: ImportDeps, key: str | None) -> None:
+    if key is not None and deps.blobs is not None:
+        try:
+            await deps.blobs.store.delete(key)
+        except Exception as e:
+            log.warning("import_files_not_deleted", key=key, error=repr(e))
 
 
 async def _discard(deps: ImportDeps, board_id: uuid.UUID, owner: uuid.UUID) -> None:
@@ -488,4 +611,4 @@ class ImportRunner:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
-__all__ = ["ImportDeps", "ImportRunner", "parse_source", "run_import"]
+__all__ = ["Blobs", "ImportDeps", "ImportRunner", "parse_source", "run_import"]

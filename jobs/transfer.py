@@ -73,9 +73,12 @@ def skip(
 # ------------------------------------------------------------------ export
 
 
-def export_board(snap: BoardSnapshot, people: Sequence[Person]) -> BoardExport:
+def export_board(
+    snap: BoardSnapshot, people: Sequence[Person], files: dict[str, str] | None = None
+) -> BoardExport:
     """The board as a document. Labels are listed by name and colour (not by id), so that
-    the document does not depend on the ids a board happens to have."""
+    the document does not depend on the ids a board happens to have. With ``files`` (filled
+    here: path in the zip -> blob key) each attachment names where its bytes go."""
     refs = Refs()
     members = [
         ExportMember(ref=refs.new("member", p.user_id), name=p.name, email=p.email, role=p.role)  # type: ignore[arg-type]
@@ -164,19 +167,26 @@ def export_board(snap: BoardSnapshot, people: Sequence[Person]) -> BoardExport:
                 edited_at_ms=cm.edited_at_ms,
             )
         )
-    attachments = [
-        ExportAttachment(
-            ref=refs.new("file", a.id),
-            card=refs.get("card", a.card_id) or "",
-            name=a.name,
-            content_type=a.content_type,
-            size=a.size,
-            created_at_ms=a.created_at_ms,
-            created_by=refs.get("member", a.created_by),
-            cover=a.id in covers,
+    attachments = []
+    for a in snap.attachments:
+        ref = refs.new("file", a.id)
+        path = None
+        if files is not None:
+            path = f"files/{ref}"
+            files[path] = a.blob_key
+        attachments.append(
+            ExportAttachment(
+                ref=ref,
+                card=refs.get("card", a.card_id) or "",
+                name=a.name,
+                content_type=a.content_type,
+                size=a.size,
+                created_at_ms=a.created_at_ms,
+                created_by=refs.get("member", a.created_by),
+                cover=a.id in covers,
+                file=path,
+            )
         )
-        for a in snap.attachments
-    ]
     return BoardExport(
         title=snap.title,
         description=snap.description,

@@ -111,7 +111,8 @@ class ExportComment(_Doc, kw_only=True):
 
 
 class ExportAttachment(_Doc, kw_only=True):
-    """Metadata of a file on a card (the blob itself is not in the document)."""
+    """A file on a card: its metadata, and in a zip export (``?files=zip``) where its bytes
+    are in the zip."""
 
     ref: Ref
     card: Ref
@@ -121,6 +122,7 @@ class ExportAttachment(_Doc, kw_only=True):
     created_at_ms: Millis | None = None
     created_by: Ref | None = None
     cover: bool = False
+    file: Annotated[str, msgspec.Meta(pattern="^files/[a-z]+-[0-9]{1,9}$")] | None = None  # in the zip
 
 
 class BoardExport(_Doc, kw_only=True, omit_defaults=False):

@@ -28,6 +28,7 @@ class ImportRow:
     attempts: int
     created_at: dt.datetime
     finished_at: dt.datetime | None
+    files_key: str | None  # a zip import's files, in the blob store
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,7 @@ class ClaimedImport:
 
 
 _COLUMNS = """id, owner_id, kind, state, title, done, total, board_id, report::text AS report, error,
-              attempts, created_at, finished_at"""
+              attempts, created_at, finished_at, files_key"""
 
 
 def _row(r: asyncpg.Record) -> ImportRow:
@@ -48,16 +49,25 @@ class ImportRepo:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def create(self, owner_id: uuid.UUID, kind: str, source: str, title: str | None) -> uuid.UUID:
-        job_id = uuid.uuid4()
+    async def create(
+        self,
+        owner_id: uuid.UUID,
+        kind: str,
+        source: str,
+        title: str | None,
+        files_key: str | None = None,
+        job_id: uuid.UUID | None = None,
+    ) -> uuid.UUID:
+        job_id = job_id or uuid.uuid4()
         await self._pool.execute(
-            """INSERT INTO import_jobs (id, owner_id, kind, state, title, source)
-               VALUES ($1, $2, $3, 'queued', $4, $5)""",
+            """INSERT INTO import_jobs (id, owner_id, kind, state, title, source, files_key)
+               VALUES ($1, $2, $3, 'queued', $4, $5, $6)""",
             job_id,
             owner_id,
             kind,
             title,
             source,
+            files_key,
         )
         return job_id
 

@@ -4,11 +4,14 @@ background jobs and their refusals."""
 from __future__ import annotations
 
 import copy
+import io
 import json
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -432,3 +435,112 @@ async def test_a_job_that_cannot_run_fails_with_its_reason(http, start_server, d
         assert await conn.fetchval("SELECT source FROM import_jobs WHERE id = $1", job_id) is None
     finally:
         await conn.close()
+
+
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c63f8cfc0f01f0005000201e2217bc80000000049454e44ae426082"
+)
+
+
+async def _zip_export(http, server, board_id: str) -> tuple[dict[str, Any], dict[str, bytes]]:
+    async with http.get(f"{server.base}{API}/{board_id}/export", params={"files": "zip"}) as r:
+        assert r.status == 200 and r.content_type == "application/zip", await r.text()
+        raw = await r.read()
+    with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+        files = {n: zf.read(n) for n in zf.namelist()}
+    return json.loads(files.pop("board.json")), files
+
+
+async def test_a_zip_export_carries_the_files_and_imports_with_them(http, server, connect):
+    bid = await _rich_board(http, server, connect)
+    card_id = (await call(http, "GET", f"{server.base}{API}/{bid}")).body["cards"][1]["id"]
+    url = f"{server.base}{API}/{bid}/cards/{card_id}/attachments"
+    made = []
+    for name, data, kind in (
+        ("notes.txt", b"remember the milk\n", "text/plain"),
+        ("dot.png", PNG, "image/png"),
+    ):
+        form = aiohttp.FormData()
+        form.add_field("file", data, filename=name, content_type=kind)
+        r = await call(http, "POST", url, data=form)
+        assert r.status == 201, r.body
+        made.append(r.body)
+    ws = await connect()
+    await ws.join(bid)
+    ack = await ws.cmd(bid, {"op": "card.set_cover", "card_id": card_id, "attachment_id": made[1]["id"]})
+    assert ack["type"] == "ack", ack
+
+    first, files = await _zip_export(http, server, bid)
+    assert [(a["name"], a["file"], a.get("cover", False)) for a in first["attachments"]] == [
+        ("notes.txt", "files/file-1", False),
+        ("dot.png", "files/file-2", True),
+    ]
+    assert files == {"files/file-1": b"remember the milk\n", "files/file-2": PNG}
+
+    async with http.get(f"{server.base}{API}/{bid}/export", params={"files": "zip"}) as r:
+        body = await r.read()
+    r = await call(
+        http, "POST", f"{server.base}{API}/import", data=body, headers={"Content-Type": "application/zip"}
+    )
+    assert r.status == 202, r.body
+    await server.app[IMPORTS].wait_idle()
+    job = (await call(http, "GET", f"{server.base}/api/v1/imports/{r.body['id']}")).body
+    assert job["state"] == "succeeded", job
+    assert job["report"]["created"]["attachments"] == 2 and job["report"].get("skipped_count", 0) == 0, job
+    second, files2 = await _zip_export(http, server, job["board_id"])
+    assert _without_comment_times(second) == _without_comment_times(first)
+    assert files2 == files
+    # The new board's attachments are its own blobs, not the old board's.
+    got = (await call(http, "GET", f"{server.base}{API}/{job['board_id']}")).body["attachments"]
+    assert {a["blob_key"] for a in got}.isdisjoint({a["blob_key"] for a in made})
+
+
+async def test_bad_zip_imports_are_refused(http, server):
+    def zipped(entries: dict[str, bytes]) -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            for name, data in entries.items():
+                zf.writestr(name, data)
+        return buf.getvalue()
+
+    doc = {
+        "title": "x",
+        "columns": [{"ref": "col-1", "title": "A"}],
+        "cards": [{"ref": "card-1", "column": "col-1", "title": "c"}],
+    }
+    with_file = {
+        **doc,
+        "attachments": [
+            {
+                "ref": "file-1",
+                "card": "card-1",
+                "name": "a.txt",
+                "content_type": "text/plain",
+                "size": 1,
+                "file": "files/file-1",
+            }
+        ],
+    }
+    for body in (
+        b"not a zip",
+        zipped({"other.json": b"{}"}),
+        zipped({"board.json": json.dumps(with_file).encode()}),
+        zipped({"board.json": b"{bad"}),
+    ):
+        assert_error(
+            await call(
+                http,
+                "POST",
+                f"{server.base}{API}/import",
+                data=body,
+                headers={"Content-Type": "application/zip"},
+            ),
+            400,
+            "bad_request",
+        )
+    assert_error(
+        await call(http, "GET", f"{server.base}{API}/{uuid.uuid4()}/export", params={"files": "tar"}),
+        400,
+        "bad_request",
+    )

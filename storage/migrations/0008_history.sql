@@ -62,6 +62,7 @@ CREATE TABLE import_jobs (
     state        text NOT NULL CHECK (state IN ('queued', 'running', 'succeeded', 'failed')),
     title        text,
     source       text,                  -- the document as sent (JSON); dropped when the job ends
+    files_key    text,                  -- a zip import: the zip in the blob store, deleted at the end
     done         integer NOT NULL DEFAULT 0,
     total        integer NOT NULL DEFAULT 0,
     board_id     uuid REFERENCES boards (id) ON DELETE SET NULL,
