@@ -399,6 +399,16 @@ class BoardActor(Actor):
         self._stop_requested = True
         self._fail_all(err)  # stops accepting: later senders are answered ActorStopped
 
+    def lease_lost(self) -> None:
+        """The board's lease is gone (not renewed in time, or taken by another node): take
+        nothing more. A commit already on its way is judged by the epoch fence in PostgreSQL
+        (acked only if it landed under this activation's epoch); everything still waiting is
+        refused, and the actor stops, telling its viewers to join again."""
+        self._fenced = True
+        self._stop_requested = True
+        self._fail_all(_fenced_out())
+        self._wake.set()
+
     def _refuse(self, pending: list[_Pending], err: BoardcastError) -> None:
         """Answer these commands with ``err`` (counted by its code); none of them is acked."""
         for p in pending:
@@ -657,7 +667,12 @@ class BoardActor(Actor):
 
     async def _delete(self, msg: DeleteBoard) -> None:
         st = self._board
-        seq = await self._repo.delete_board(self.board_id, msg.author)
+        try:
+            seq = await self._repo.delete_board(self.board_id, msg.author, self._epoch)
+        except FencedOut:
+            self._log.warning("delete_fenced_out", epoch=self._epoch)
+            self._fence_out([])
+            raise _fenced_out() from None
         self._log.info("board_deleted", by=str(msg.author))
         gone = EventMsg(
             board_id=self.board_id,

@@ -32,23 +32,26 @@ give the lease to anybody else (as long as the two clocks run at about the same 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 log = structlog.get_logger(__name__)
 
 RedisClient = Redis | RedisCluster
+# What a Redis call raises when Redis (or a cluster: no node reachable) cannot answer.
+REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
 
 DEFAULT_TTL_S = 2.0
 DEFAULT_RENEW_S = 0.5
@@ -190,6 +193,8 @@ class BoardLeases:
         self._claim = _Script(redis, _CLAIM)
         self._renew = _Script(redis, _RENEW)
         self._release = _Script(redis, _RELEASE)
+        self._kept: dict[uuid.UUID, KeptLease] = {}
+        self._renewer: asyncio.Task[None] | None = None
 
     def lease_key(self, board_id: uuid.UUID) -> str:
         return board_key(self._prefix, board_id, "lease")
@@ -237,37 +242,90 @@ class BoardLeases:
         lease: Lease,
         on_lost: Callable[[Lease], None],
         on_renewed: Callable[[Lease], None] | None = None,
-    ) -> asyncio.Task[None]:
-        """Renew the lease every ``renew_s`` in a task until it is cancelled (the board stops)
-        or the lease is lost, then call ``on_lost`` once: refused by Redis (it is someone
-        else's now) or not renewed before its deadline (Redis unreachable). A failing renewal
-        is retried at the next interval while the lease is still valid."""
-        return asyncio.get_running_loop().create_task(
-            self._keep(lease, on_lost, on_renewed), name=f"lease:{lease.board_id}"
-        )
+    ) -> KeptLease:
+        """Renew the lease every ``renew_s`` until it is let go (the board stops) or lost,
+        then call ``on_lost`` once: refused by Redis (it is someone else's now) or not renewed
+        before its deadline (Redis unreachable, or too slow). A failing renewal is retried at
+        the next interval while the lease is still valid.
 
-    async def _keep(
-        self,
-        lease: Lease,
-        on_lost: Callable[[Lease], None],
-        on_renewed: Callable[[Lease], None] | None,
-    ) -> None:
-        current: Lease | None = lease
-        while current is not None:
-            await asyncio.sleep(min(self.renew_s, max(0.0, current.deadline - time.monotonic())))
-            if not current.valid():
-                log.warning("lease_expired", board_id=str(lease.board_id), epoch=lease.epoch)
-                break
+        Every lease this node keeps is renewed by one task, all of them in one pipelined
+        round trip per interval: renewing each in its own task queued dozens of commands for
+        a connection of the pool on a busy event loop, and under write load some renewals
+        waited past their deadline (leases lost on a healthy node)."""
+        kept = KeptLease(lease, on_lost, on_renewed, asyncio.get_running_loop().create_future(), keeper=self)
+        previous = self._kept.get(lease.board_id)
+        if previous is not None:
+            self._let_go(previous, lost=False)
+        self._kept[lease.board_id] = kept
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_all(), name="lease-renewer")
+        return kept
+
+    def _let_go(self, kept: KeptLease, lost: bool) -> None:
+        if self._kept.get(kept.current.board_id) is kept:
+            del self._kept[kept.current.board_id]
+        if not kept.ended.done():
+            kept.ended.set_result(None)
+            if lost:
+                kept.on_lost(kept.lease)
+
+    async def _renew_all(self) -> None:
+        while self._kept:
+            await asyncio.sleep(self.renew_s)
+            for kept in list(self._kept.values()):
+                if not kept.current.valid():
+                    log.warning("lease_expired", board_id=str(kept.lease.board_id), epoch=kept.lease.epoch)
+                    self._let_go(kept, lost=True)
+            batch = list(self._kept.values())
+            if not batch:
+                continue
+            sent = time.monotonic()
             try:
-                async with asyncio.timeout(max(0.001, current.deadline - time.monotonic())):
-                    renewed = await self.renew(current)
-            except (RedisError, OSError, TimeoutError) as e:
-                log.warning("lease_renew_failed", board_id=str(lease.board_id), error=repr(e))
+                async with asyncio.timeout(max(0.001, min(k.current.deadline for k in batch) - sent)):
+                    extended = await self._renew_many([k.current for k in batch])
+            except (*REDIS_ERRORS, TimeoutError) as e:
+                log.warning("lease_renew_failed", leases=len(batch), error=repr(e))
                 continue  # tried again at the next interval, or lost at the deadline
-            if renewed is None:
-                log.warning("lease_lost", board_id=str(lease.board_id), epoch=lease.epoch)
-                break
-            current = renewed
-            if on_renewed is not None:
-                on_renewed(current)
-        on_lost(lease)
+            for kept, ok in zip(batch, extended, strict=True):
+                if kept.ended.done():
+                    continue  # let go while the renewal was on its way
+                if not ok:
+                    log.warning("lease_lost", board_id=str(kept.lease.board_id), epoch=kept.lease.epoch)
+                    self._let_go(kept, lost=True)
+                    continue
+                kept.current = Lease(
+                    kept.lease.board_id, self.node_id, kept.lease.epoch, self._deadline(sent)
+                )
+                if kept.on_renewed is not None:
+                    kept.on_renewed(kept.current)
+
+    async def _renew_many(self, leases: list[Lease]) -> list[bool]:
+        """Compare-and-extend each lease, all in one pipeline (on a cluster, one per node)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for lease in leases:
+                pipe.eval(_RENEW, 1, self.lease_key(lease.board_id), lease.value, str(self._ttl_ms))
+            replies = await pipe.execute()
+        return [bool(r) for r in replies]
+
+
+@dataclass(slots=True, eq=False)
+class KeptLease:
+    """A lease being kept: ``cancel()`` lets it go (without calling ``on_lost``); awaiting it
+    waits until it was let go or lost."""
+
+    lease: Lease
+    on_lost: Callable[[Lease], None]
+    on_renewed: Callable[[Lease], None] | None
+    ended: asyncio.Future[None]
+    current: Lease = dataclasses.field(init=False)
+    keeper: BoardLeases | None = None
+
+    def __post_init__(self) -> None:
+        self.current = self.lease
+
+    def cancel(self) -> None:
+        if self.keeper is not None:
+            self.keeper._let_go(self, lost=False)
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self.ended.__await__()

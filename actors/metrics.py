@@ -121,3 +121,50 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        # ------------------------------------------------------------ several nodes
+        self.redis_up = Gauge(
+            "boardcast_bus_redis_up", "1 while the command bus reaches Redis, else 0", registry=r
+        )
+        self.bus_sent = Counter("boardcast_bus_items_sent", "Items sent over the command bus", registry=r)
+        self.bus_received = Counter(
+            "boardcast_bus_items_received", "Items received from the command bus", registry=r
+        )
+        self.bus_dropped = Counter(
+            "boardcast_bus_items_dropped", "Items dropped because a destination could not keep up", registry=r
+        )
+        self.bus_gaps = Counter(
+            "boardcast_bus_gaps", "Parcels found missing on a link (the receiver resynchronises)", registry=r
+        )
+        self.bus_lag = Gauge(
+            "boardcast_bus_lag_seconds",
+            "Age of the newest parcel read from this node's inbox when read",
+            registry=r,
+        )
+        self.forward_latency = Histogram(
+            "boardcast_forward_latency_seconds",
+            "A request forwarded to a board's owner on another node, until its reply",
+            ["kind"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.owned_boards = Gauge("boardcast_owned_boards", "Boards whose lease this node holds", registry=r)
+        self.remote_viewers = Gauge(
+            "boardcast_remote_viewers", "Viewers on other nodes of boards owned here", registry=r
+        )
+        self.lease_events = Counter(
+            "boardcast_lease_events",
+            "Board lease events: claimed, refused, renewed, lost, released",
+            ["event"],
+            registry=r,
+        )
+        self.failovers = Counter(
+            "boardcast_failovers",
+            "Boards activated here that were last owned by a node that died or lost its lease",
+            registry=r,
+        )
+        self.resyncs = Counter(
+            "boardcast_resyncs",
+            "Viewers told to join again (their owner died or moved, or a gap on the bus)",
+            ["reason"],
+            registry=r,
+        )

@@ -381,6 +381,12 @@ def _attachment_deleted(st: ReplayState, ev: c.AttachmentDeleted) -> set[uuid.UU
     return {ev.card_id}
 
 
+def _notice(st: ReplayState, ev: Any) -> set[uuid.UUID]:
+    """An event that tells viewers something and changes nothing on the board (a webhook
+    was disabled): it is in the log and the feed, and the board stays as it was."""
+    return set()
+
+
 RULES: dict[type, Rule] = {
     c.BoardUpdated: _board_updated,
     c.BoardDeleted: _board_deleted,
@@ -424,5 +430,6 @@ RULES: dict[type, Rule] = {
     c.CommentDeleted: _comment_deleted,
     c.AttachmentAdded: _attachment_added,
     c.AttachmentDeleted: _attachment_deleted,
+    c.WebhookDisabled: _notice,
 }
 """One rule per event type: how it changes a board, and which cards it touched."""

@@ -155,6 +155,11 @@ class BoardState(CardRules, PartRules):
             case c.DeleteCard():
                 card = self._card(cmd.card_id)
                 return c.CardDeleted(card_id=card.id, blob_keys=self._drop_card(card))
+            case c.ReportWebhookDisabled():
+                # Nothing of the board's rows changes: the event is the news.
+                return c.WebhookDisabled(
+                    webhook_id=cmd.webhook_id, host=cmd.host, reason=cmd.reason, failures=cmd.failures
+                )
         event = self.apply_card_rule(cmd)
         if event is None:
             event = self.apply_part_rule(cmd, author or self.owner_id, now_ms)

@@ -16,6 +16,9 @@ from protocol.model import Card, CustomField, FieldOption, FieldValue, Label
 _copy = msgspec.structs.replace
 _UNSET = msgspec.UNSET
 _DATE_MAX = 2**53 - 1
+MAX_LABELS = 200  # per board
+MAX_FIELDS = 50  # per board
+MAX_OPTIONS = 100  # per select field
 
 
 class CardRules(StateBase):
@@ -65,6 +68,8 @@ class CardRules(StateBase):
             case c.ArchiveCard() | c.RestoreCard():
                 return self._archive_card(cmd)
             case c.CreateLabel():
+                if len(self.labels) >= MAX_LABELS:
+                    raise bad_request(f"a board has at most {MAX_LABELS} labels")
                 label = Label(id=uuid.uuid4(), name=cmd.name, colour=cmd.colour)
                 self.labels[label.id] = label
                 self._touch("labels", label.id)
@@ -110,8 +115,8 @@ class CardRules(StateBase):
                 found = self._field(cmd.field_id)
                 if found.kind != "select":
                     raise bad_request("only select fields have options")
-                if len(found.options) >= 100:
-                    raise bad_request("a field has at most 100 options")
+                if len(found.options) >= MAX_OPTIONS:
+                    raise bad_request(f"a field has at most {MAX_OPTIONS} options")
                 option = FieldOption(id=uuid.uuid4(), name=cmd.name, colour=cmd.colour)
                 found.options = [*found.options, option]
                 self._touch("fields", found.id)
@@ -173,8 +178,8 @@ class CardRules(StateBase):
     def _create_field(self, cmd: c.CreateField) -> c.Event:
         if cmd.options and cmd.kind != "select":
             raise bad_request("only select fields have options")
-        if len(self.fields) >= 50:
-            raise bad_request("a board has at most 50 custom fields")
+        if len(self.fields) >= MAX_FIELDS:
+            raise bad_request(f"a board has at most {MAX_FIELDS} custom fields")
         rank = max((f.rank for f in self.fields.values()), default=0) + 1
         created = CustomField(
             id=uuid.uuid4(),

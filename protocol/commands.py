@@ -80,6 +80,20 @@ class DeleteCard(_Command, tag="card.delete"):
     card_id: Uuid
 
 
+# The author of what the server does by itself (a webhook disabled after failing...).
+SYSTEM_AUTHOR = uuid.UUID("00000000-0000-4000-8000-000000000000")
+
+
+class ReportWebhookDisabled(_Command, tag="webhook.report_disabled"):
+    """Sent by the server's webhook dispatcher only (no role may send it): tells the board's
+    viewers that one of its webhooks was disabled after failing."""
+
+    webhook_id: Uuid
+    host: str
+    reason: str
+    failures: int
+
+
 Command = (
     UpdateBoard
     | CreateColumn
@@ -93,6 +107,7 @@ Command = (
     | CardCommand
     | TaxonomyCommand
     | PartCommand
+    | ReportWebhookDisabled
 )
 
 
@@ -151,6 +166,16 @@ class CardDeleted(_Event, tag="card.deleted"):
     blob_keys: list[str] = []  # of its attachments (and thumbnails), deletable after the commit
 
 
+class WebhookDisabled(_Event, tag="webhook.disabled"):
+    """A webhook of the board was disabled after failing (docs/WEBHOOKS.md); an admin may
+    enable it again."""
+
+    webhook_id: uuid.UUID
+    host: str  # of its URL (never the path or query, which may hold credentials)
+    reason: str
+    failures: int  # consecutive failed attempts
+
+
 Event = (
     BoardUpdated
     | BoardDeleted
@@ -165,4 +190,5 @@ Event = (
     | CardEvent
     | TaxonomyEvent
     | PartEvent
+    | WebhookDisabled
 )

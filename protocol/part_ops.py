@@ -184,7 +184,7 @@ class AttachmentDeleted(_Event, tag="attachment.deleted"):
     attachment_id: uuid.UUID
     card_id: uuid.UUID
     blob_key: str
-    thumb_key: str | None = None
+    thumb_key: str | None  # always present (null without a thumbnail)
     card: Card | None = None
 
 

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import msgspec
 from aiohttp import web
 
 from protocol import commands
@@ -62,14 +63,16 @@ class Action(enum.Enum):
     ADMIN = "admin"  # board settings, labels, custom fields, others' comments, members, invitations
     DELETE = "delete"  # delete the board
     TRANSFER = "transfer"  # hand ownership to another member
+    WEBHOOKS = "manage webhooks of"  # create, change, delete webhooks; see their deliveries
+    SYSTEM = "act as the server on"  # commands only the server itself sends; no role has it
 
 
 _ALLOWED: dict[str, frozenset[Action]] = {
     "viewer": frozenset({Action.READ}),
     "commenter": frozenset({Action.READ, Action.COMMENT}),
     "member": frozenset({Action.READ, Action.COMMENT, Action.WRITE}),
-    "admin": frozenset({Action.READ, Action.COMMENT, Action.WRITE, Action.ADMIN}),
-    "owner": frozenset(Action),
+    "admin": frozenset({Action.READ, Action.COMMENT, Action.WRITE, Action.ADMIN, Action.WEBHOOKS}),
+    "owner": frozenset(Action) - {Action.SYSTEM},
 }
 
 # Board commands that are admin work: the board's settings and its vocabulary (labels and
@@ -111,11 +114,14 @@ def current_user(request: web.Request) -> User:
 
 def action_for(cmd: commands.Command, own: bool = True) -> Action:
     """What a board command needs: board settings, labels and custom fields are admin work;
+    what only the server says (a webhook's disabling) nobody's;
     comments need the comment right (deleting someone else's comment, ``own`` False, is admin
     work: editing it is refused to everyone but its author by the board); the rest is
     writing."""
     if isinstance(cmd, _ADMIN_OPS):
         return Action.ADMIN
+    if isinstance(cmd, commands.ReportWebhookDisabled):
+        return Action.SYSTEM
     if isinstance(cmd, _COMMENT_OPS):
         return Action.COMMENT if own or isinstance(cmd, commands.EditComment) else Action.ADMIN
     return Action.WRITE
@@ -164,6 +170,36 @@ def grant_for(role: str | None, visibility: str) -> Grant | None:
     if visibility == "signed_in":
         return Grant("viewer", member=False)
     return None
+
+
+def command_refusal(grant: Grant, cmd: commands.Command, own: bool = True) -> BoardcastError | None:
+    """Why a viewer holding ``grant`` may not apply ``cmd`` (None: it may); ``own``: whether
+    the viewer wrote what the command is about (see :func:`action_for`)."""
+    action = action_for(cmd, own)
+    return None if role_allows(grant.role, action) else forbidden(grant.role, action)
+
+
+_GRANT_ENCODER = msgspec.msgpack.Encoder()
+_GRANT_DECODER = msgspec.msgpack.Decoder(Grant | None)
+
+
+class GrantPolicy:
+    """The rules above for viewers whose connection is on another node
+    (:class:`actors.remote.ViewerPolicy`): the board's owner decides with them, and the grant
+    travels to the connection's node."""
+
+    def keeps(self, grant: object | None) -> bool:
+        return isinstance(grant, Grant)
+
+    def refusal(self, grant: object, cmd: commands.Command, own: bool = True) -> BoardcastError | None:
+        assert isinstance(grant, Grant)
+        return command_refusal(grant, cmd, own)
+
+    def encode_grant(self, grant: object | None) -> bytes:
+        return _GRANT_ENCODER.encode(grant if isinstance(grant, Grant) else None)
+
+    def decode_grant(self, data: bytes) -> object | None:
+        return _GRANT_DECODER.decode(data)
 
 
 class BoardDeleted(BoardcastError):

@@ -13,8 +13,13 @@ import aiohttp
 import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
+from redis.asyncio.cluster import RedisCluster
 
-from actors import BoardRegistry, BoardSettings, Metrics, make_board_factory
+from actors import BoardRegistry, BoardSettings, Execute, Metrics, make_board_factory
+from actors.lease import new_node_id
+from jobs import Dispatcher, DispatcherSettings, GuardedResolver, TargetPolicy
+from jobs.webhooks import WebhookMetrics
+from protocol import commands
 from protocol.errors import HTTP_STATUS, BoardcastError, CloseCode, ErrorCode
 from server.access import DEV_USER, User, grants
 from server.api import history, transfer
@@ -37,8 +42,12 @@ from server.keys import (
     REPO,
     SETTINGS,
     USER,
+    WEBHOOK_GUARD,
+    WEBHOOK_REPO,
+    WEBHOOKS,
 )
 from server.live import LiveConnections
+from server.node import build_cluster, bus_redis
 from server.observability import (
     health_handler,
     health_live,
@@ -51,7 +60,7 @@ from server.openapi import build_openapi
 from server.ratelimit import RateLimiter
 from server.rest import ROUTES
 from server.ws import Connection, negotiate
-from storage import BoardRepo, IdentityRepo, MemberRepo, create_pool, migrate
+from storage import BoardRepo, IdentityRepo, MemberRepo, WebhookRepo, create_pool, migrate
 
 VERSION = "0.1.0"
 log = structlog.get_logger(__name__)
@@ -223,12 +232,16 @@ async def _identity(app: web.Application) -> AsyncIterator[None]:
                 metrics=metrics,
             )
         app[AUTH] = Authenticator(s, app[IDENTITY], metrics, oidc)
-        app[GUARD] = Guard(s, RateLimiter(app[REDIS], s.redis_prefix), metrics)
+        limiter_cluster = bus_redis(s) if s.redis_cluster else None
+        assert limiter_cluster is None or isinstance(limiter_cluster, RedisCluster)
+        app[GUARD] = Guard(s, RateLimiter(app[REDIS], s.redis_prefix, cluster=limiter_cluster), metrics)
         try:
             yield
         finally:
             if oidc is not None:
                 await oidc.close()
+            if limiter_cluster is not None:
+                await limiter_cluster.aclose()
 
 
 async def _actors(app: web.Application) -> AsyncIterator[None]:
@@ -239,16 +252,73 @@ async def _actors(app: web.Application) -> AsyncIterator[None]:
         idle_passivate_s=s.passivate_s,
     )
     factory = make_board_factory(app[REPO], app[METRICS], board, functools.partial(grants, app[MEMBERS]))
-    registry = BoardRegistry(factory, app[METRICS])
+    redis = bus_redis(s)
+    # A node id per app, not per process: tests run several servers in one process, and each
+    # is a node of its own.
+    cluster = build_cluster(s, redis, app[METRICS], new_node_id())
+    registry = BoardRegistry(factory, app[METRICS], cluster)
     app[REGISTRY] = registry
     live = app[CONNECTIONS] = LiveConnections(s.heartbeat_s, app[IDENTITY])
+    cluster.start()
     live.start()
-    yield
-    await live.stop()
-    await registry.close()
+    try:
+        yield
+    finally:
+        await live.stop()
+        await registry.close()
+        await cluster.close()
+        await redis.aclose()
 
 
-async def _close_sockets(app: web.Application) -> None:
+async def _webhooks(app: web.Application) -> AsyncIterator[None]:
+    """The SSRF guard, and the webhook dispatcher unless this node does not deliver; stopped
+    before the boards (it submits to them)."""
+    s, registry = app[SETTINGS], app[REGISTRY]
+    guard = GuardedResolver(TargetPolicy(s.webhook_allow_private, s.webhook_allowed_networks))
+    app[WEBHOOK_REPO], app[WEBHOOK_GUARD] = WebhookRepo(app[POOL]), guard
+
+    async def notify(board_id: uuid.UUID, rid: str, cmd: commands.Command) -> None:
+        try:
+            msg = Execute(author=commands.SYSTEM_AUTHOR, rid=rid, cmd=cmd)
+            await registry.ask(board_id, msg, s.ask_timeout_s)
+        except BoardcastError as e:
+            if e.code not in (ErrorCode.NOT_FOUND, ErrorCode.GONE):  # no board left to tell
+                raise
+
+    dispatcher = None
+    if s.webhook_dispatch:
+        dispatcher = Dispatcher(
+            app[WEBHOOK_REPO], guard, notify, dispatcher_settings(s), WebhookMetrics(app[METRICS].registry)
+        )
+        await dispatcher.start()
+    app[WEBHOOKS] = dispatcher
+    try:
+        yield
+    finally:
+        if dispatcher is not None:
+            await dispatcher.stop()
+        await guard.close()
+
+
+def dispatcher_settings(s: Settings) -> DispatcherSettings:
+    return DispatcherSettings(
+        poll_s=s.webhook_poll_s,
+        timeout_s=s.webhook_timeout_s,
+        max_response_bytes=s.webhook_max_response_bytes,
+        backoff_base_s=s.webhook_backoff_base_s,
+        backoff_max_s=s.webhook_backoff_max_s,
+        max_failures=s.webhook_max_failures,
+        max_failing_s=s.webhook_max_failing_s,
+        concurrency=s.webhook_concurrency,
+        lease_s=s.webhook_lease_s,
+    )
+
+
+async def _hand_off(app: web.Application) -> None:
+    """SIGTERM: hand the boards off first (commit what is in flight, give the leases up, so
+    other nodes take them over at once), then close the sockets with 1001 (reconnect and
+    resume), whose clients then reach the boards' new owners."""
+    await app[REGISTRY].close()
     await app[CONNECTIONS].close_all()
 
 
@@ -266,7 +336,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_actors)
     app.cleanup_ctx.append(history.history_ctx)
     app.cleanup_ctx.append(transfer.imports_ctx)
-    app.on_shutdown.append(_close_sockets)
+    app.cleanup_ctx.append(_webhooks)
+    app.on_shutdown.append(_hand_off)
     for r in ROUTES:
         app.router.add_route(r.method, r.path, r.handler)
     app.router.add_get("/ws", ws_handler)

@@ -7,10 +7,12 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import json
 import os
 import signal
 import socket
 import sys
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -104,7 +106,8 @@ def _stopping(signum: int, frame: object) -> None:
 def serve(settings: Settings) -> None:
     from server.app import VERSION, create_app
 
-    _check_port(settings)
+    if not settings.reuse_port:  # siblings of `--processes` already listen on it
+        _check_port(settings)
 
     bound = False
 
@@ -128,6 +131,7 @@ def serve(settings: Settings) -> None:
                 # the accept queue overflows and those clients wait for the kernel's 1 s SYN
                 # retry (bench/ reconnect_storm). The kernel caps it at net.core.somaxconn.
                 backlog=4096,
+                reuse_port=settings.reuse_port or None,
                 shutdown_timeout=10,
                 loop=uvloop.new_event_loop(),
             )
@@ -140,6 +144,54 @@ def serve(settings: Settings) -> None:
         # run_app restored SIGTERM's default action; a second one must not cut the stop short
         signal.signal(signal.SIGTERM, _stopping)
         log.info("stopped")
+
+
+def serve_many(settings: Settings, count: int) -> int:
+    """``serve --processes N``: migrate once, then N nodes sharing the port (server/processes)."""
+    from server.processes import supervise
+
+    _check_port(settings)
+    with contextlib.ExitStack() as stack:
+        settings = _with_services(stack, settings)
+        run_migrate(settings)
+        return supervise(settings, count)
+
+
+def send_command(settings: Settings, board_id: str, command: str, author: str | None, rid: str | None) -> int:
+    """``boardcast command``: one command to a board through the command bus (no server
+    connection needed, only Redis); prints its ack as JSON."""
+    import msgspec
+
+    from protocol.commands import Command
+    from protocol.errors import BoardcastError
+    from protocol.model import dec_hook
+    from server.access import DEV_USER_ID
+    from server.node import BoardClient
+
+    if settings.redis_url is None:
+        print(
+            "boardcast: REDIS_URL must be set: commands travel over the deployment's Redis", file=sys.stderr
+        )
+        return 2
+    try:
+        bid = uuid.UUID(board_id)
+        who = uuid.UUID(author) if author else DEV_USER_ID
+        cmd = msgspec.json.decode(command, type=Command, dec_hook=dec_hook)
+    except (ValueError, msgspec.DecodeError) as e:
+        print(f"boardcast: bad command: {e}", file=sys.stderr)
+        return 2
+
+    async def go() -> int:
+        async with BoardClient(settings) as client:
+            try:
+                result = await client.execute(bid, who, cmd, rid=rid)
+            except BoardcastError as e:
+                print(json.dumps({"error": {"code": e.code, "message": e.message}}))
+                return 1
+        print(json.dumps({"seq": result.seq, "duplicate": result.duplicate}))
+        return 0
+
+    return asyncio.run(go())
 
 
 def run_migrate(settings: Settings) -> None:
@@ -169,6 +221,12 @@ def _port_arg(raw: str) -> int:
         raise argparse.ArgumentTypeError(f"{raw!r}: {e}") from None
 
 
+def _count_arg(raw: str) -> int:
+    if not raw.isdigit() or not 1 <= int(raw) <= 256:
+        raise argparse.ArgumentTypeError(f"{raw!r}: must be a whole number 1-256")
+    return int(raw)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="boardcast", description="Realtime collaboration server for boards")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -176,11 +234,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_serve = sub.add_parser("serve", help="run the server")
     p_serve.add_argument("--host", help="bind address (BOARDCAST_HOST)")
     p_serve.add_argument("--port", type=_port_arg, help="port (BOARDCAST_PORT)")
+    p_serve.add_argument(
+        "--processes",
+        type=_count_arg,
+        default=1,
+        help="nodes to run on this machine, sharing the port (default 1)",
+    )
     sub.add_parser("migrate", help="apply database migrations and exit")
     p_watch = sub.add_parser("watch", help="follow a board live, one line per event")
     p_watch.add_argument("board_id", metavar="BOARD_ID")
     p_watch.add_argument("--token", help="access or API token (BOARDCAST_TOKEN)")
     p_watch.add_argument("--url", default=None, help="WebSocket URL (default ws://127.0.0.1:8080/ws)")
+    p_cmd = sub.add_parser("command", help="send one command to a board through the bus and print its ack")
+    p_cmd.add_argument("board_id", metavar="BOARD_ID")
+    p_cmd.add_argument(
+        "command_json", metavar="JSON", help='e.g. \'{"op": "column.create", "title": "Done"}\''
+    )
+    p_cmd.add_argument("--author", help="user id the command is made by (default: the development user)")
+    p_cmd.add_argument("--rid", help="request id: a retry with the same one is never applied twice")
     args = parser.parse_args(argv)
     if args.version:
         from server.app import VERSION
@@ -205,8 +276,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from storage import MigrationError
 
     try:
+        if args.command == "serve" and args.processes > 1:
+            return serve_many(settings, args.processes)
         if args.command == "serve":
             serve(settings)
+        elif args.command == "command":
+            return send_command(settings, args.board_id, args.command_json, args.author, args.rid)
         else:
             run_migrate(settings)
     except (StartupError, EmbeddedUnavailable) as e:

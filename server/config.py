@@ -168,6 +168,26 @@ class Settings:
     # pages that may open a cookie-authenticated WebSocket besides the server's own host
     allowed_origins: tuple[str, ...] = ()
     redis_prefix: str = "bc"
+    # several nodes (README "Several nodes"): a Redis Cluster, the board lease, node heartbeats
+    redis_cluster: bool = False
+    reuse_port: bool = False  # bind with SO_REUSEPORT (set by `serve --processes N` for its children)
+    lease_ttl_s: float = 2.0
+    lease_renew_s: float = 0.5
+    node_heartbeat_s: float = 0.5
+    node_ttl_s: float = 2.0
+    # outgoing webhooks (docs/WEBHOOKS.md)
+    webhook_dispatch: bool = True  # this process delivers webhooks (any number of processes may)
+    webhook_allow_private: bool = False  # deliver to loopback, private and other internal ranges
+    webhook_allowed_networks: tuple[IPNetwork, ...] = ()  # internal ranges allowed all the same
+    webhook_poll_s: float = 0.5
+    webhook_timeout_s: float = 10.0
+    webhook_max_response_bytes: int = 65_536
+    webhook_backoff_base_s: float = 1.0
+    webhook_backoff_max_s: float = 900.0
+    webhook_max_failures: int = 25  # consecutive failed attempts before the webhook is disabled
+    webhook_max_failing_s: float = 86_400.0  # or failing for this long without a success
+    webhook_concurrency: int = 16  # webhooks one process delivers to at once
+    webhook_lease_s: float = 60.0
     # blobs: attachments and generated artifacts (storage/blobs)
     blob_store: str = "local"  # local | s3
     blob_dir: Path | None = None  # local store; None: <data_dir>/blobs
@@ -294,6 +314,24 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "BOARDCAST_BLOB_S3_SECRET_ACCESS_KEY": ("blob_s3_secret_access_key", str),
     "BOARDCAST_BLOB_S3_PREFIX": ("blob_s3_prefix", _s3_prefix),
     "BOARDCAST_BLOB_S3_PRESIGN": ("blob_s3_presign", _on_off),
+    "BOARDCAST_REDIS_CLUSTER": ("redis_cluster", _on_off),
+    "BOARDCAST_REUSE_PORT": ("reuse_port", _on_off),
+    "BOARDCAST_LEASE_TTL_S": ("lease_ttl_s", _positive(float)),
+    "BOARDCAST_LEASE_RENEW_S": ("lease_renew_s", _positive(float)),
+    "BOARDCAST_NODE_HEARTBEAT_S": ("node_heartbeat_s", _positive(float)),
+    "BOARDCAST_NODE_TTL_S": ("node_ttl_s", _positive(float)),
+    "BOARDCAST_WEBHOOK_DISPATCH": ("webhook_dispatch", _on_off),
+    "BOARDCAST_WEBHOOK_ALLOW_PRIVATE": ("webhook_allow_private", _on_off),
+    "BOARDCAST_WEBHOOK_ALLOWED_NETWORKS": ("webhook_allowed_networks", _networks),
+    "BOARDCAST_WEBHOOK_POLL_S": ("webhook_poll_s", _positive(float)),
+    "BOARDCAST_WEBHOOK_TIMEOUT_S": ("webhook_timeout_s", _positive(float)),
+    "BOARDCAST_WEBHOOK_MAX_RESPONSE_BYTES": ("webhook_max_response_bytes", _positive(int)),
+    "BOARDCAST_WEBHOOK_BACKOFF_BASE_S": ("webhook_backoff_base_s", _positive(float)),
+    "BOARDCAST_WEBHOOK_BACKOFF_MAX_S": ("webhook_backoff_max_s", _positive(float)),
+    "BOARDCAST_WEBHOOK_MAX_FAILURES": ("webhook_max_failures", _positive(int)),
+    "BOARDCAST_WEBHOOK_MAX_FAILING_S": ("webhook_max_failing_s", _positive(float)),
+    "BOARDCAST_WEBHOOK_CONCURRENCY": ("webhook_concurrency", _positive(int)),
+    "BOARDCAST_WEBHOOK_LEASE_S": ("webhook_lease_s", _positive(float)),
 }
 
 
@@ -301,6 +339,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
 _REQUIRED_URLS = {
     "serve": (("DATABASE_URL", "database_url"), ("REDIS_URL", "redis_url")),
     "migrate": (("DATABASE_URL", "database_url"),),
+    "command": (("REDIS_URL", "redis_url"),),
 }
 
 
@@ -334,10 +373,22 @@ def load_settings(
                 "(embedded databases are for development only)"
             )
     # `migrate` signs no token and serves nobody: the identity rules of production are serve's
-    _check_identity(settings, production=settings.production and command != "migrate")
+    _check_identity(settings, production=settings.production and command not in ("migrate", "command"))
+    if settings.lease_renew_s >= settings.lease_ttl_s:
+        raise ConfigError("BOARDCAST_LEASE_RENEW_S must be shorter than BOARDCAST_LEASE_TTL_S")
+    if settings.node_heartbeat_s >= settings.node_ttl_s:
+        raise ConfigError("BOARDCAST_NODE_HEARTBEAT_S must be shorter than BOARDCAST_NODE_TTL_S")
+    if "{" in settings.redis_prefix or "}" in settings.redis_prefix:
+        raise ConfigError("BOARDCAST_REDIS_PREFIX must not contain '{' or '}' (Redis Cluster hash tags)")
     _check_blobs(settings)
     if settings.idle_timeout_s <= settings.heartbeat_s:
         raise ConfigError("BOARDCAST_IDLE_TIMEOUT_S must be greater than BOARDCAST_HEARTBEAT_S")
+    if settings.webhook_lease_s <= 2 * settings.webhook_timeout_s:
+        # A lease must outlive a delivery with room to renew it, or two processes could
+        # deliver the same webhook at once (out of order).
+        raise ConfigError("BOARDCAST_WEBHOOK_LEASE_S must be more than twice BOARDCAST_WEBHOOK_TIMEOUT_S")
+    if settings.webhook_backoff_max_s < settings.webhook_backoff_base_s:
+        raise ConfigError("BOARDCAST_WEBHOOK_BACKOFF_MAX_S must be at least BOARDCAST_WEBHOOK_BACKOFF_BASE_S")
     return settings
 
 

@@ -152,8 +152,19 @@ class Route:
     query: tuple[str, ...] = ()  # optional UUID query parameters
     choices: tuple[tuple[str, tuple[str, ...]], ...] = ()  # optional query parameters: (name, values)
     params: tuple[QueryParam, ...] = ()  # other optional query parameters
+    int_query: tuple[tuple[str, int, int], ...] = ()  # optional integer ones: (name, minimum, maximum)
     errors: tuple[int, ...] = ()  # statuses of this route's own refusals (409, 410, 415...)
 
     @property
     def rate_tier(self) -> Tier:
         return self.tier or Tier.for_method(self.method)
+
+
+def query_int(request: web.Request, name: str, low: int, high: int, default: int | None = None) -> int | None:
+    """An optional integer query parameter within [low, high]; anything else is 400."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or not low <= int(raw) <= high:
+        raise bad_request(f"{name} must be an integer from {low} to {high}")
+    return int(raw)

@@ -11,12 +11,13 @@ from aiohttp import web
 
 from actors import BoardRegistry, Metrics
 from server.config import Settings
-from storage import BoardRepo, IdentityRepo, MemberRepo
+from storage import BoardRepo, IdentityRepo, MemberRepo, WebhookRepo
 from storage.blobs import BlobStore
 from storage.blobs.ledger import BlobLedger
 from storage.blobs.sweeper import BlobSweeper
 
 if TYPE_CHECKING:
+    from jobs import Dispatcher, GuardedResolver
     from server.access import User
     from server.api.blob_urls import UrlSigner
     from server.auth import Authenticator
@@ -39,6 +40,9 @@ BLOBS = web.AppKey("blobs", BlobStore)
 BLOB_LEDGER = web.AppKey("blob_ledger", BlobLedger)
 BLOB_SWEEPER = web.AppKey("blob_sweeper", BlobSweeper)
 URL_SIGNER: web.AppKey[UrlSigner] = web.AppKey("url_signer")
+WEBHOOK_REPO = web.AppKey("webhook_repo", WebhookRepo)
+WEBHOOK_GUARD: web.AppKey[GuardedResolver] = web.AppKey("webhook_guard")  # the SSRF guard
+WEBHOOKS: web.AppKey[Dispatcher | None] = web.AppKey("webhooks")  # None: this node does not deliver
 
 # Per request, set by the guard middleware.
 USER: web.RequestKey[User] = web.RequestKey("user")  # absent for an anonymous caller

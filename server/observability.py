@@ -13,7 +13,19 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from server.http import json_response
-from server.keys import AUTH, BLOBS, CONNECTIONS, GUARD, METRICS, POOL, REDIS, REGISTRY
+from server.keys import (
+    AUTH,
+    BLOBS,
+    CONNECTIONS,
+    GUARD,
+    METRICS,
+    POOL,
+    REDIS,
+    REGISTRY,
+    WEBHOOK_REPO,
+    WEBHOOKS,
+)
+from server.node import node_report
 
 log = structlog.get_logger(__name__)
 _PROBE_TIMEOUT_S = 2.0
@@ -59,11 +71,33 @@ def health_handler(version: str) -> Handler:
             report["oidc"] = oidc.health()
         report["boards_active"] = len(app[REGISTRY])
         report["connections"] = len(app[CONNECTIONS])
+        # the bus's own view of Redis (its last call), beside the probe's ping above
+        report["node"] = node_report(app[REGISTRY])
+        if postgres:
+            await _webhooks(app, report)
         if not (postgres and redis and blobs and limiter["ok"]):
             report["status"] = "degraded"
         return json_response(report, 200 if postgres else 503)
 
     return health
+
+
+async def _webhooks(app: web.Application, report: dict[str, object]) -> None:
+    """The webhook backlog (every node's: it is in PostgreSQL), and whether this node delivers."""
+    dispatcher = app[WEBHOOKS]
+    try:
+        async with asyncio.timeout(_PROBE_TIMEOUT_S):
+            backlog = await app[WEBHOOK_REPO].backlog()
+    except Exception as e:
+        log.warning("health_check_failed", dependency="webhooks", error=repr(e))
+        return
+    report["webhooks"] = {
+        "dispatching": dispatcher is not None,
+        "in_flight": 0 if dispatcher is None else dispatcher.in_flight,
+        "behind": backlog.behind,
+        "events_behind": backlog.events_behind,
+        "disabled": backlog.disabled,
+    }
 
 
 async def health_live(request: web.Request) -> web.Response:

@@ -51,6 +51,7 @@ TAGS: list[dict[str, str]] = [
     {"name": "invitations", "description": "Invitation link tokens"},
     {"name": "history", "description": "Activity feeds; boards and cards as they were (time travel)"},
     {"name": "imports", "description": "Board export, and imports running in the background"},
+    {"name": "webhooks", "description": "A board's outgoing webhooks and their delivery attempts"},
     {"name": "realtime", "description": "The WebSocket endpoint"},
     {"name": "attachments", "description": "Files on cards: upload, download (signed links), thumbnails"},
     {"name": "blobs", "description": "Signed, expiring download links served by the server itself"},
@@ -204,7 +205,7 @@ def _tag(path: str) -> str:
 def _statuses(r: Route) -> set[int]:
     """The refusals a REST route can answer, by rule, plus the route's own."""
     out = set(r.errors) | {429}  # every REST route is rate limited
-    if r.body is not None or r.query or r.choices or r.params or r.idempotency_key:
+    if r.body is not None or r.query or r.choices or r.params or r.int_query or r.idempotency_key:
         out.add(400)
     if r.body is not None:
         out.add(413)
@@ -253,6 +254,15 @@ def _rest_operation(r: Route, ref: dict[type[Any], dict[str, Any]]) -> dict[str,
     params += [
         {"name": q, "in": "query", "required": False, "schema": {"type": "string", "enum": list(values)}}
         for q, values in r.choices
+    ]
+    params += [
+        {
+            "name": q,
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": low, "maximum": high},
+        }
+        for q, low, high in r.int_query
     ]
     params += [
         {

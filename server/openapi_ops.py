@@ -32,6 +32,28 @@ class OidcHealth(msgspec.Struct, kw_only=True):
     last_error: str | None
 
 
+class WebhooksHealth(msgspec.Struct, kw_only=True):
+    dispatching: bool  # this node delivers webhooks
+    in_flight: int  # webhooks this node is delivering to now
+    behind: int  # active webhooks (of every node) with events still to deliver
+    events_behind: int  # events after their cursors
+    disabled: int
+
+
+class NodeHealth(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """This process as a node of the cluster (README, "Several nodes")."""
+
+    id: str
+    redis: Literal["ok", "down"]  # the command bus's last Redis call
+    boards_owned: int  # boards whose lease this node holds
+    boards_unleased: int  # activated while Redis was unreachable (fenced by PostgreSQL alone)
+    leases: str
+    remote_viewers: int  # viewers on other nodes of boards owned here
+    viewers_of_remote_boards: int  # viewers here of boards owned elsewhere
+    bus_lag_s: float  # how long the newest parcel waited in this node's inbox
+    error: str | msgspec.UnsetType = msgspec.UNSET  # the last Redis error, while it is down
+
+
 class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
     status: Literal["ok", "degraded"]
     version: str
@@ -42,6 +64,8 @@ class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
     oidc: OidcHealth | msgspec.UnsetType = msgspec.UNSET  # when an OIDC provider is configured
     boards_active: int
     connections: int
+    webhooks: WebhooksHealth | msgspec.UnsetType = msgspec.UNSET  # while PostgreSQL answers
+    node: NodeHealth
 
 
 # ------------------------------------------------------------------ the table

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from server.config import IPNetwork, Rate
 
@@ -95,8 +96,14 @@ class RateLimiter:
     closed.
     """
 
-    def __init__(self, redis: aioredis.Redis, prefix: str, timeout_s: float = 0.25) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, prefix: str, timeout_s: float = 0.25, cluster: RedisCluster | None = None
+    ) -> None:
         self._redis = redis
+        # On a Redis Cluster each bucket's script runs on its key's node through the cluster
+        # client (one key per script: every bucket is a slot of its own), without the packed
+        # pipeline of one connection.
+        self._cluster = cluster
         self._prefix = f"{prefix}:rl:"
         self._timeout_s = timeout_s
         self._queue: list[_Pending] = []
@@ -114,6 +121,8 @@ class RateLimiter:
         """Take one request from the bucket ``key`` of ``tier``; a refused request takes nothing."""
         loop = asyncio.get_running_loop()
         interval_us = max(1, round(rate.period_s * 1_000_000 / rate.count))
+        if self._cluster is not None:
+            return await self._check_on_cluster(self._cluster, self.redis_key(tier, key), interval_us, rate)
         command = b"".join(
             (
                 _EVALSHA_HEAD,
@@ -129,6 +138,27 @@ class RateLimiter:
         if self._sender is None:
             self._sender = asyncio.create_task(self._send())
         allowed, remaining, reset_us, retry_us = await future
+        return Decision(
+            allowed=allowed == 1,
+            limit=rate.count,
+            remaining=remaining,
+            reset_s=reset_us / 1e6,
+            retry_after_s=retry_us / 1e6,
+        )
+
+    async def _check_on_cluster(
+        self, cluster: RedisCluster, key: str, interval_us: int, rate: Rate
+    ) -> Decision:
+        args = (key, str(interval_us), str(rate.count))
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                try:
+                    reply = await cluster.evalsha(_SHA.decode(), 1, *args)  # type: ignore[misc]
+                except NoScriptError:
+                    reply = await cluster.eval(_GCRA, 1, *args)  # type: ignore[misc]
+        except (TimeoutError, RedisError, RedisClusterException, OSError) as e:
+            raise RateLimiterUnavailable(f"Redis did not answer: {e!r}") from None
+        allowed, remaining, reset_us, retry_us = (int(x) for x in reply)
         return Decision(
             allowed=allowed == 1,
             limit=rate.count,

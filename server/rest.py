@@ -28,7 +28,18 @@ from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
 from protocol.model import BoardInfo, BoardSnapshot, Card, Column, Text, Title, Uuid
 from server import accounts, membership
 from server.access import Action, Grant, User, authorize, current_user
-from server.api import attachments, blob_urls, cards, checklists, comments, history, ops, taxonomy, transfer
+from server.api import (
+    attachments,
+    blob_urls,
+    cards,
+    checklists,
+    comments,
+    history,
+    ops,
+    taxonomy,
+    transfer,
+    webhooks,
+)
 from server.http import (
     IDEMPOTENCY_KEY,
     Body,
@@ -447,6 +458,7 @@ ROUTES: list[Route] = (
     accounts.ROUTES
     + BOARD_ROUTES
     + membership.ROUTES
+    + webhooks.ROUTES
     + MODEL_ROUTES
     + BLOB_ROUTES
     + history.ROUTES

@@ -37,13 +37,7 @@ from protocol.messages import (
     ServerMessage,
     Welcome,
 )
-from server.access import (
-    Grant,
-    User,
-    action_for,
-    forbidden,
-    role_allows,
-)
+from server.access import Grant, User, command_refusal
 from server.config import Settings
 from server.live import LiveConnections
 from server.ratelimit import LocalBucket
@@ -54,7 +48,7 @@ from storage import MemberRepo
 log = structlog.get_logger(__name__)
 
 _conn_counter = itertools.count(1)
-_NODE = os.urandom(3).hex()
+_NODE = os.urandom(5).hex()  # connection ids are unique across the nodes of a cluster
 
 
 class ConnState(enum.Enum):
@@ -158,8 +152,7 @@ class Connection(BoardRequests):
         grant = self._boards.get(board_id)
         if grant is None:  # access revoked (the connection was told) or left since sending
             return BoardcastError(ErrorCode.NOT_JOINED, "not joined to this board")
-        action = action_for(cmd, own)
-        return None if role_allows(grant.role, action) else forbidden(grant.role, action)
+        return command_refusal(grant, cmd, own)
 
     def joining(self, board_id: uuid.UUID) -> bool:
         return board_id in self._boards

@@ -5,6 +5,7 @@ from storage.identity import IdentityRepo
 from storage.members import MemberRepo
 from storage.migrate import MigrationError, migrate
 from storage.repo import Batch, BoardRepo, FencedOut, LoadedBoard, StaleBoard, StoredEvent
+from storage.webhooks import WebhookRepo
 
 __all__ = [
     "Batch",
@@ -16,6 +17,7 @@ __all__ = [
     "MigrationError",
     "StaleBoard",
     "StoredEvent",
+    "WebhookRepo",
     "create_pool",
     "migrate",
 ]

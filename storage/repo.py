@@ -425,18 +425,24 @@ class BoardRepo:
         )
         return bool(found == token)
 
-    async def delete_board(self, board_id: uuid.UUID, deleted_by: uuid.UUID) -> int:
+    async def delete_board(self, board_id: uuid.UUID, deleted_by: uuid.UUID, epoch: int | None = None) -> int:
         """Delete the board and everything in it, leaving a tombstone that remembers its final
-        seq and its members. Returns the seq of the ``board.deleted`` event."""
+        seq and its members. Returns the seq of the ``board.deleted`` event. With ``epoch``
+        it is fenced like a commit: an activation that another one replaced gets FencedOut."""
         async with self._pool.acquire() as conn, conn.transaction():
             seq = await conn.fetchval(
                 """INSERT INTO deleted_boards (id, seq, deleted_by, member_ids)
                    SELECT b.id, b.seq + 1, $2,
                           ARRAY(SELECT user_id FROM board_members WHERE board_id = b.id)
-                   FROM boards b WHERE b.id = $1
+                   FROM boards b WHERE b.id = $1 AND ($3::bigint IS NULL OR b.epoch = $3)
                    RETURNING seq""",
                 board_id,
                 deleted_by,
+                epoch,
             )
+            if seq is None and epoch is not None:
+                current = await conn.fetchval("SELECT epoch FROM boards WHERE id = $1", board_id)
+                if current is not None:
+                    raise FencedOut(f"board {board_id} is at epoch {current}, not {epoch}")
             await conn.execute("DELETE FROM boards WHERE id = $1", board_id)
         return int(seq) if seq is not None else 0

@@ -180,3 +180,36 @@ async def test_a_commenter_by_invitation_comments_and_is_assignable_once_a_membe
         await o.close()
         if n is not None:
             await n.close()
+
+
+async def test_the_author_rule_holds_for_viewers_on_another_node(http, start_server):
+    """A comment's author decides whether deleting it is comment or admin work, also when the
+    connection is on a node other than the board's owner (its grant travels with the command)."""
+    a = await start_server(auth="jwt")
+    b = await start_server(auth="jwt")
+    people = await accounts(http, a.base, "owner", "admin", "member")
+    owner = people["owner"]
+    bid = await board_with_roles(http, a.base, people)
+    col = (await _made(http, a.base, bid, owner, "/columns", {"title": "A"}))["id"]  # owned by a
+    card = (await _made(http, a.base, bid, owner, "/cards", {"column_id": col, "title": "K"}))["id"]
+    theirs = (await _made(http, a.base, bid, owner, f"/cards/{card}/comments", {"body": "owner's"}))["id"]
+    clients = {
+        name: await WsClient.connect(http, ws_url_with_token(b.ws_url, people[name].access_token), "msgpack")
+        for name in ("admin", "member")
+    }
+    try:
+        for c in clients.values():
+            assert (await c.join(bid))["type"] == "joined"
+        m = clients["member"]
+        mine = await m.cmd(bid, {"op": "comment.create", "card_id": card, "body": "member's"})
+        assert mine["type"] == "ack", mine
+        mine_id = next(e for e in await m.wait_seq(bid, mine["seq"]) if e["seq"] == mine["seq"])["event"]
+        refused = await m.cmd(bid, {"op": "comment.delete", "comment_id": theirs})
+        assert refused["type"] == "error" and refused["code"] == "forbidden", refused
+        own = await m.cmd(bid, {"op": "comment.delete", "comment_id": mine_id["comment"]["id"]})
+        assert own["type"] == "ack", own
+        moderated = await clients["admin"].cmd(bid, {"op": "comment.delete", "comment_id": theirs})
+        assert moderated["type"] == "ack", moderated
+    finally:
+        for c in clients.values():
+            await c.close()

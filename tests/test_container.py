@@ -128,19 +128,28 @@ def test_production_refuses_to_start_without_database_urls(tmp_path) -> None:
     assert "DATABASE_URL" in done.stderr and "production" in done.stderr
 
 
-def test_compose_runs_postgres_redis_a_migration_and_the_server() -> None:
+def test_compose_runs_postgres_redis_a_migration_two_nodes_and_a_proxy() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"postgres", "redis", "migrate", "server"} <= set(services)
+    assert {"postgres", "redis", "migrate", "server-1", "server-2", "proxy"} <= set(services)
     assert services["migrate"]["command"] == ["migrate"]
-    assert services["server"]["command"] == ["serve"]
-    env = services["server"]["environment"]
+    assert services["server-1"] == services["server-2"]  # the same node twice
+    assert services["server-1"]["command"] == ["serve"]
+    assert "ports" not in services["server-1"]  # only the proxy is published
+    proxy = services["proxy"]
+    assert "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in proxy["volumes"]
+    assert set(proxy["depends_on"]) == {"server-1", "server-2"}
+    conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    assert "server server-1:8080" in conf and "server server-2:8080" in conf
+    assert "proxy_set_header Upgrade $http_upgrade;" in conf  # WebSocket upgrades pass through
+    assert "proxy_set_header Connection $connection_upgrade;" in conf
+    env = services["server-1"]["environment"]
     assert env["BOARDCAST_ENV"] == "production"
     assert env["DATABASE_URL"].startswith("postgresql://") and "@postgres:" in env["DATABASE_URL"]
     assert env["REDIS_URL"].startswith("redis://redis:")
     # The signing secret comes from the operator's environment, never from the file.
     assert env["BOARDCAST_SECRET"].startswith("${BOARDCAST_SECRET:?")
-    assert services["server"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert services["server-1"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 
 # ------------------------------------------------------------------ the dependency layer
@@ -248,7 +257,7 @@ def test_compose_validates_against_the_compose_specification() -> None:
     with pytest.raises(ValueError, match="BOARDCAST_SECRET"):
         _compose({})  # `docker compose up` refuses to run without it
     services = interpolated["services"]
-    assert services["server"]["ports"] == ["8080:8080"]
+    assert services["proxy"]["ports"] == ["8080:8080"]
     assert (
         services["postgres"]["healthcheck"]["test"][1]
         == 'pg_isready -U "${POSTGRES_USER}" -d "${POSTGRES_DB}"'
@@ -277,7 +286,7 @@ def test_compose_environments_pass_the_settings_of_their_command() -> None:
     variables = {name: value for name, (value, _) in _env_example().items()}
     variables["BOARDCAST_SECRET"] = "an-operator-provided-secret-0123456789abcdef"
     services = _compose(variables)["services"]
-    server_env = {k: str(v) for k, v in services["server"]["environment"].items()}
+    server_env = {k: str(v) for k, v in services["server-1"]["environment"].items()}
     migrate_env = {k: str(v) for k, v in services["migrate"]["environment"].items()}
     assert load_settings(server_env, command="serve").production
     assert set(migrate_env) == {"BOARDCAST_ENV", "DATABASE_URL"}

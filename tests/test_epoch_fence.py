@@ -1,7 +1,8 @@
-"""Two activations of one board on one database (two servers, or one paused process and its
-replacement): each activation takes a new epoch, and a commit of the older one is fenced out.
-Its senders are told `unavailable`, its viewers `board_unavailable`, nothing it held is acked
-or stored, and a viewer who joins again reaches the board as the newer activation left it."""
+"""Two activations of one board on one database (two servers that do not see each other's
+leases, or one paused process and its replacement): each activation takes a new epoch, and a
+commit of the older one is fenced out. Its senders are told `unavailable`, its viewers
+`board_unavailable`, nothing it held is acked or stored, and a viewer who joins again reaches
+the board as the newer activation left it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import uuid
 import asyncpg
 import pytest
 
+from server.keys import SETTINGS
 from tests.conftest import create_board, create_column
 
 pytestmark = pytest.mark.timeout(60)
@@ -37,7 +39,10 @@ async def _epoch(database_url: str, board_id: str) -> int:
 async def test_the_older_activation_is_fenced_out_and_acks_nothing(
     http, server, start_server, connect, database_url
 ) -> None:
-    other = await start_server()  # a second process on the same database
+    # A second node on the same database that cannot see the first one's leases (a split
+    # brain: its own Redis key space), so that both activate the board: only the fence in
+    # PostgreSQL keeps the older activation from committing.
+    other = await start_server(redis_prefix=f"{server.app[SETTINGS].redis_prefix}-split")
     board = await create_board(http, server.base)
     bid = board["id"]
     col = (await create_column(http, server.base, bid))["id"]

@@ -173,3 +173,37 @@ def test_settings_that_would_break_the_lease_are_refused(client: RedisClient) ->
     with pytest.raises(ValueError, match="shorter than its TTL"):
         BoardLeases(client, "bc", ttl_s=1.0, renew_s=1.0)
     assert ":" not in NODE_ID
+
+
+async def test_hundreds_of_kept_leases_are_renewed_together_and_none_is_lost(
+    leases: Leases, client: RedisClient
+) -> None:
+    """One node keeping many boards renews them all in one pipelined round trip per interval:
+    none of them expires, every one is renewed about once per interval, and letting one go
+    stops only its renewals."""
+    a = leases("node-a", ttl_s=0.4, renew_s=0.1)
+    boards = [uuid.uuid4() for _ in range(300)]
+    claimed = [await a.claim(board) for board in boards]
+    renewals: dict[uuid.UUID, int] = {board: 0 for board in boards}
+    lost: list[Lease] = []
+
+    def renewed(lease: Lease) -> None:
+        renewals[lease.board_id] += 1
+
+    kept = [a.keep(lease, on_lost=lost.append, on_renewed=renewed) for lease in claimed if lease is not None]
+    try:
+        await asyncio.sleep(1.2)  # three TTLs
+        assert lost == []
+        assert min(renewals.values()) >= 5, min(renewals.values())
+        kept[0].cancel()
+        before = renewals[boards[0]]
+        await asyncio.sleep(0.5)
+        assert renewals[boards[0]] == before  # let go: no longer renewed, and not "lost"
+        assert lost == []
+        b = leases("node-b", ttl_s=0.4, renew_s=0.1)
+        await _expired(b, boards[0])
+        assert await b.claim(boards[0]) is not None
+        assert await b.claim(boards[1]) is None  # still a's
+    finally:
+        for k in kept:
+            k.cancel()

@@ -202,6 +202,9 @@ def test_labels_on_cards_and_a_label_delete_takes_it_off_every_card_in_the_same_
     assert isinstance(ev, c.LabelDeleted) and {k.id for k in ev.cards} == {k1, k2}
     assert all(k.label_ids == [] for k in ev.cards)
     assert all(label not in k.label_ids for k in s.cards.values()) and not s.labels
+    for n in range(200):
+        s.apply(c.CreateLabel(name=f"l{n}", colour="red"))
+    refused(s, c.CreateLabel(name="one too many", colour="red"), ErrorCode.BAD_REQUEST)
 
 
 def test_custom_field_values_are_typed_and_validated():

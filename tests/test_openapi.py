@@ -250,7 +250,7 @@ async def test_bodies_the_schema_rejects_are_refused_by_the_server(http, server)
     ) as r:
         card = await r.json()
     fill = {"board_id": bid, "column_id": col["id"], "card_id": card["id"]}
-    unknown = ("user_id", "token_id", "invitation_id", "label_id", "field_id", "option_id")
+    unknown = ("user_id", "token_id", "invitation_id", "webhook_id", "label_id", "field_id", "option_id")
     fill.update({k: str(uuid.uuid4()) for k in (*unknown, "checklist_id", "item_id", "comment_id")})
     for r in ROUTES:
         if r.body is None:
@@ -466,6 +466,7 @@ async def test_cross_field_rules_in_the_schema_are_the_servers(http, server):
         "CardPatch",
         "CardMoveBody",
         "MemberAdd",
+        "WebhookPatch",
     }
     spec = await fetch_spec(http, server)
     base = server.base
@@ -475,7 +476,7 @@ async def test_cross_field_rules_in_the_schema_are_the_servers(http, server):
         card = (await r.json())["id"]
     async with http.post(f"{base}/api/v1/boards/{bid}/cards", json={"column_id": col, "title": "d"}) as r:
         card2 = (await r.json())["id"]
-    fill = {"board_id": bid, "column_id": col, "card_id": card}
+    fill = {"board_id": bid, "column_id": col, "card_id": card, "webhook_id": str(uuid.uuid4())}
     bodies: list[dict[str, Any]] = [
         {},
         {"title": None},

@@ -104,6 +104,7 @@ async def test_a_generated_client_calls_the_real_server(http, start_server, impo
         assert health.status_code == 200
         assert health.parsed.status == models.HealthStatus.OK
         assert health.parsed.rate_limiter.enabled is True
+        assert health.parsed.node.boards_owned >= 0  # the generated client reads the node section
 
         email = unique_email("generated")
         reg = models.Register(email=email, password=PASSWORD, name="Generated")

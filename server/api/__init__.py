@@ -1,1 +1,1 @@
-"""REST route modules by area, each with its ``ROUTES`` table (server/rest.py joins them)."""
+"""REST route modules by area; each has a ``ROUTES`` table (server/rest.py joins them)."""

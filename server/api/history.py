@@ -116,6 +116,8 @@ def summary(event: c.Event) -> str:
             return "moved a card"
         case c.CardDeleted():
             return "deleted a card"
+        case c.WebhookDisabled():
+            return f"a webhook to {event.host} was disabled: {event.reason}"
     kind = str(type(event).__struct_config__.tag)
     return kind.replace(".", " ").replace("_", " ")
 
