@@ -37,13 +37,16 @@ from storage import BoardRepo, MemberRepo
 from storage.blobs import BlobStore, BlobTooLarge, new_key
 from storage.blobs.ledger import BlobLedger
 from storage.blobs.media import SNIFF_BYTES, MediaTypeRefused, check_type, safe_filename, sniff
-from storage.imports import ImportRepo
+from storage.imports import ImportRepo, ImportRow
 
 ATTACHMENTS = "attachments"  # the blob namespace of attachments (server/api/attachments.py)
 
 log = structlog.get_logger(__name__)
 
 PIPELINE = 256  # commands in flight at once
+MAX_ATTEMPTS = 3  # runs of one job before an unavailable board fails it
+RETRY_AFTER_S = 1.0
+_TRANSIENT = (ErrorCode.UNAVAILABLE, ErrorCode.TIMEOUT)
 PROGRESS_EVERY_S = 0.5
 _ENCODE = msgspec.json.Encoder()
 # Every command is checked as if a client had sent it: bounds, patterns, canonical ids.
@@ -511,11 +514,12 @@ async def _open_files(deps: ImportDeps, key: str, into: Any) -> zipfile.ZipFile:
     return zipfile.ZipFile(into.name)
 
 
-async def run_import(deps: ImportDeps, job_id: uuid.UUID) -> None:
-    """Run one queued import job to its end (succeeded or failed), recording all of it."""
+async def run_import(deps: ImportDeps, job_id: uuid.UUID) -> bool:
+    """Run one queued import job to its end (succeeded or failed), recording all of it.
+    Returns True when the job was put back in the queue to be tried again."""
     claimed = await deps.imports.claim(job_id)
     if claimed is None:
-        return
+        return False
     job = claimed.row
     bound = log.bind(import_id=str(job_id), kind=job.kind)
     report = ImportReport()
@@ -535,22 +539,59 @@ async def run_import(deps: ImportDeps, job_id: uuid.UUID) -> None:
             finally:
                 if run.files is not None:
                     run.files.close()
+    except asyncio.CancelledError:
+        # The server is stopping: the job goes back to the queue (the next start runs it
+        # again from the start) and its half-built board goes.
+        await asyncio.shield(_release(deps, job_id, board_id, job.owner_id))
+        bound.info("import_interrupted", board_id=str(board_id) if board_id else None)
+        raise
+    except BoardcastError as e:
+        if e.code in _TRANSIENT and job.attempts < MAX_ATTEMPTS:
+            # The board could not answer (this server is stopping, its board moved): not the
+            # document's fault. The job goes back to the queue, its half-built board goes.
+            bound.warning("import_released", error=e.message, attempts=job.attempts)
+            await _release(deps, job_id, board_id, job.owner_id)
+            return True
+        await _fail(deps, job, report, board_id, e.message, e)
+        return False
     except Exception as e:
-        message = e.message if isinstance(e, BoardcastError) else "internal error"
-        bound.warning("import_failed", error=repr(e), board_id=str(board_id) if board_id else None)
-        if board_id is not None:
-            await _discard(deps, board_id, job.owner_id)
-        await deps.imports.finish(job_id, "failed", None, _ENCODE.encode(report).decode(), message)
-        await _drop_files(deps, job.files_key)
-        if deps.metrics is not None:
-            deps.metrics.jobs.labels(kind=job.kind, outcome="failed").inc()
-        return
+        await _fail(deps, job, report, board_id, "internal error", e)
+        return False
     await deps.imports.finish(job_id, "succeeded", board_id, _ENCODE.encode(report).decode(), None)
     await _drop_files(deps, job.files_key)
     if deps.metrics is not None:
         deps.metrics.jobs.labels(kind=job.kind, outcome="succeeded").inc()
         deps.metrics.skipped.labels(kind=job.kind).inc(report.skipped_count)
     bound.info("import_succeeded", board_id=str(board_id), skipped=report.skipped_count)
+    return False
+
+
+async def _fail(
+    deps: ImportDeps,
+    job: ImportRow,
+    report: ImportReport,
+    board_id: uuid.UUID | None,
+    message: str,
+    e: BaseException,
+) -> None:
+    log.warning(
+        "import_failed", import_id=str(job.id), error=repr(e), board_id=str(board_id) if board_id else None
+    )
+    if board_id is not None:
+        await _discard(deps, board_id, job.owner_id)
+    await deps.imports.finish(job.id, "failed", None, _ENCODE.encode(report).decode(), message)
+    await _drop_files(deps, job.files_key)
+    if deps.metrics is not None:
+        deps.metrics.jobs.labels(kind=job.kind, outcome="failed").inc()
+
+
+async def _release(deps: ImportDeps, job_id: uuid.UUID, board_id: uuid.UUID | None, owner: uuid.UUID) -> None:
+    try:
+        await deps.imports.release(job_id)
+        if board_id is not None:
+            await _discard(deps, board_id, owner)
+    except Exception as e:  # the stale sweep at the next start requeues it all the same
+        log.warning("import_release_failed", import_id=str(job_id), error=repr(e))
 
 
 async def _drop_files(deps: ImportDeps, key: str | None) -> None:
@@ -562,9 +603,16 @@ async def _drop_files(deps: ImportDeps, key: str | None) -> None:
 
 
 async def _discard(deps: ImportDeps, board_id: uuid.UUID, owner: uuid.UUID) -> None:
-    """Delete a half-built board, so that a failed import leaves nothing behind."""
+    """Delete a half-built board, so that a failed import leaves nothing behind: through its
+    actor, or (this server's actors are stopping) straight from the database, where a live
+    activation elsewhere is fenced out by the deletion."""
     try:
         await deps.registry.ask(board_id, DeleteBoard(author=owner), deps.timeout_s)
+        return
+    except Exception as e:
+        log.warning("import_discard_via_board_failed", board_id=str(board_id), error=repr(e))
+    try:
+        await deps.boards.delete_board(board_id, owner)
     except Exception as e:
         log.error("import_discard_failed", board_id=str(board_id), error=repr(e))
 
@@ -573,11 +621,12 @@ class ImportRunner:
     """Runs import jobs as tasks of this server (until arq workers take them). On start it
     picks up queued jobs and those whose runner died (no progress for ``stale_s``)."""
 
-    def __init__(self, deps: ImportDeps, stale_s: float = 120.0, max_attempts: int = 3) -> None:
+    def __init__(self, deps: ImportDeps, stale_s: float = 120.0, max_attempts: int = MAX_ATTEMPTS) -> None:
         self._deps = deps
         self._stale_s = stale_s
         self._max_attempts = max_attempts
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     def submit(self, job_id: uuid.UUID) -> None:
         task = asyncio.create_task(self._guarded(job_id), name=f"import:{job_id}")
@@ -586,9 +635,14 @@ class ImportRunner:
 
     async def _guarded(self, job_id: uuid.UUID) -> None:
         try:
-            await run_import(self._deps, job_id)
+            again = await run_import(self._deps, job_id)
         except Exception as e:  # a failure to record the failure: logged, the sweep retries
             log.error("import_job_crashed", import_id=str(job_id), error=repr(e))
+            return
+        if again and not self._stopping:
+            await asyncio.sleep(RETRY_AFTER_S)
+            if not self._stopping:
+                self.submit(job_id)
 
     async def start(self) -> None:
         for job_id, board_id, owner in await self._deps.imports.requeue_stale(
@@ -601,6 +655,7 @@ class ImportRunner:
             self.submit(job_id)
 
     async def stop(self) -> None:
+        self._stopping = True
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -115,6 +115,14 @@ class ImportRepo:
             error,
         )
 
+    async def release(self, job_id: uuid.UUID) -> None:
+        """A running job whose runner is stopping: queued again, from the start."""
+        await self._pool.execute(
+            """UPDATE import_jobs SET state = 'queued', board_id = NULL, done = 0, updated_at = now()
+               WHERE id = $1 AND state = 'running'""",
+            job_id,
+        )
+
     async def queued(self) -> list[uuid.UUID]:
         rows = await self._pool.fetch("SELECT id FROM import_jobs WHERE state = 'queued' ORDER BY created_at")
         return [r["id"] for r in rows]

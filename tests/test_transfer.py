@@ -3,6 +3,7 @@ background jobs and their refusals."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import io
 import json
@@ -544,3 +545,39 @@ async def test_bad_zip_imports_are_refused(http, server):
         400,
         "bad_request",
     )
+
+
+async def test_a_server_stopping_mid_import_queues_the_job_again(http, start_server, database_url):
+    doc = {
+        "title": "Big",
+        "columns": [{"ref": "col-1", "title": "A"}],
+        "cards": [
+            {"ref": f"card-{i}", "column": "col-1", "title": f"c{i}", "due_ms": 1_700_000_000_000}
+            for i in range(1, 6001)
+        ],
+    }
+    first = await start_server()
+    r = await call(http, "POST", f"{first.base}{API}/import", json=doc)
+    assert r.status == 202, r.body
+    job_id = uuid.UUID(r.body["id"])
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with asyncio.timeout(30):
+            while True:  # until the job has built part of its board
+                row = await conn.fetchrow(
+                    "SELECT state, board_id, done FROM import_jobs WHERE id = $1", job_id
+                )
+                if row["board_id"] is not None and row["done"] > 0:
+                    break
+                await asyncio.sleep(0.01)
+        partial = row["board_id"]
+        await first.stop()
+        row = await conn.fetchrow("SELECT state, board_id FROM import_jobs WHERE id = $1", job_id)
+        assert (row["state"], row["board_id"]) == ("queued", None)
+        assert await conn.fetchval("SELECT count(*) FROM boards WHERE id = $1", partial) == 0
+        second = await start_server()
+        await second.app[IMPORTS].wait_idle()
+        job = (await call(http, "GET", f"{second.base}/api/v1/imports/{job_id}")).body
+        assert job["state"] == "succeeded" and job["report"]["created"]["cards"] == 6000, job
+    finally:
+        await conn.close()
