@@ -22,6 +22,7 @@ from jobs.webhooks import WebhookMetrics
 from protocol import commands
 from protocol.errors import HTTP_STATUS, BoardcastError, CloseCode, ErrorCode
 from server.access import DEV_USER, User, grants
+from server.api import history, transfer
 from server.auth import Authenticator
 from server.blobs import blobs_context
 from server.config import Settings
@@ -333,6 +334,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(blobs_context)
     app.cleanup_ctx.append(_identity)
     app.cleanup_ctx.append(_actors)
+    app.cleanup_ctx.append(history.history_ctx)
+    app.cleanup_ctx.append(transfer.imports_ctx)
     app.cleanup_ctx.append(_webhooks)
     app.on_shutdown.append(_hand_off)
     for r in ROUTES:

@@ -138,6 +138,10 @@ class Settings:
     passivate_s: float = 60.0
     recent_events: int = 1024
     max_resume_events: int = 10_000
+    # history (server/api/history.py): a stored snapshot every this many seqs
+    history_snapshot_every: int = 500
+    # the largest import document accepted (POST /api/v1/boards/import)
+    import_max_bytes: int = 33_554_432
     ask_timeout_s: float = 10.0
     db_pool_max: int = 10
     # identity (docs/ACCESS.md)
@@ -164,23 +168,6 @@ class Settings:
     # pages that may open a cookie-authenticated WebSocket besides the server's own host
     allowed_origins: tuple[str, ...] = ()
     redis_prefix: str = "bc"
-    # blobs: attachments and generated artifacts (storage/blobs)
-    blob_store: str = "local"  # local | s3
-    blob_dir: Path | None = None  # local store; None: <data_dir>/blobs
-    blob_max_bytes: int = 26_214_400  # largest upload (25 MiB)
-    blob_allowed_types: tuple[str, ...] = DEFAULT_BLOB_TYPES
-    blob_url_ttl_s: float = 300.0  # lifetime of a signed download URL
-    blob_orphan_grace_s: float = 3600.0  # an unreferenced blob younger than this is kept
-    blob_sweep_interval_s: float = 600.0
-    blob_s3_bucket: str | None = None
-    blob_s3_endpoint_url: str | None = None  # an S3-compatible service; None: AWS
-    blob_s3_region: str = "us-east-1"
-    blob_s3_access_key_id: str | None = None  # None: the usual AWS credential chain
-    blob_s3_secret_access_key: str | None = dataclasses.field(default=None, repr=False)
-    blob_s3_prefix: str = ""  # keys are stored under this prefix in the bucket
-    # on: downloads redirect to S3 presigned URLs; off: the server streams them from the bucket
-    # under its own signed link (a bucket browsers cannot reach; nosniff wanted)
-    blob_s3_presign: bool = True
     # several nodes (README "Several nodes"): a Redis Cluster, the board lease, node heartbeats
     redis_cluster: bool = False
     reuse_port: bool = False  # bind with SO_REUSEPORT (set by `serve --processes N` for its children)
@@ -201,6 +188,23 @@ class Settings:
     webhook_max_failing_s: float = 86_400.0  # or failing for this long without a success
     webhook_concurrency: int = 16  # webhooks one process delivers to at once
     webhook_lease_s: float = 60.0
+    # blobs: attachments and generated artifacts (storage/blobs)
+    blob_store: str = "local"  # local | s3
+    blob_dir: Path | None = None  # local store; None: <data_dir>/blobs
+    blob_max_bytes: int = 26_214_400  # largest upload (25 MiB)
+    blob_allowed_types: tuple[str, ...] = DEFAULT_BLOB_TYPES
+    blob_url_ttl_s: float = 300.0  # lifetime of a signed download URL
+    blob_orphan_grace_s: float = 3600.0  # an unreferenced blob younger than this is kept
+    blob_sweep_interval_s: float = 600.0
+    blob_s3_bucket: str | None = None
+    blob_s3_endpoint_url: str | None = None  # an S3-compatible service; None: AWS
+    blob_s3_region: str = "us-east-1"
+    blob_s3_access_key_id: str | None = None  # None: the usual AWS credential chain
+    blob_s3_secret_access_key: str | None = dataclasses.field(default=None, repr=False)
+    blob_s3_prefix: str = ""  # keys are stored under this prefix in the bucket
+    # on: downloads redirect to S3 presigned URLs; off: the server streams them from the bucket
+    # under its own signed link (a bucket browsers cannot reach; nosniff wanted)
+    blob_s3_presign: bool = True
 
     @property
     def blob_root(self) -> Path:
@@ -271,6 +275,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "BOARDCAST_PASSIVATE_S": ("passivate_s", _positive(float)),
     "BOARDCAST_RECENT_EVENTS": ("recent_events", _positive(int)),
     "BOARDCAST_MAX_RESUME_EVENTS": ("max_resume_events", _positive(int)),
+    "BOARDCAST_HISTORY_SNAPSHOT_EVERY": ("history_snapshot_every", _positive(int)),
+    "BOARDCAST_IMPORT_MAX_BYTES": ("import_max_bytes", _positive(int)),
     "BOARDCAST_ASK_TIMEOUT_S": ("ask_timeout_s", _positive(float)),
     "BOARDCAST_DB_POOL_MAX": ("db_pool_max", _positive(int)),
     "BOARDCAST_AUTH": ("auth", _choice("jwt", "none")),

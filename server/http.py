@@ -127,6 +127,15 @@ def path_uuid(request: web.Request, name: str) -> uuid.UUID:
 
 
 @dataclass(frozen=True, slots=True)
+class QueryParam:
+    """An optional query parameter other than a UUID, for /openapi.json."""
+
+    name: str
+    description: str
+    schema: tuple[tuple[str, Any], ...]  # JSON Schema keywords, as pairs
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     method: str
     path: str
@@ -142,6 +151,7 @@ class Route:
     body_optional: bool = False  # the body may be left out (the cookie stands in for it)
     query: tuple[str, ...] = ()  # optional UUID query parameters
     choices: tuple[tuple[str, tuple[str, ...]], ...] = ()  # optional query parameters: (name, values)
+    params: tuple[QueryParam, ...] = ()  # other optional query parameters
     int_query: tuple[tuple[str, int, int], ...] = ()  # optional integer ones: (name, minimum, maximum)
     errors: tuple[int, ...] = ()  # statuses of this route's own refusals (409, 410, 415...)
 

@@ -49,6 +49,8 @@ TAGS: list[dict[str, str]] = [
     {"name": "comments", "description": "Comments on cards"},
     {"name": "commands", "description": "Any board command, as over the WebSocket"},
     {"name": "invitations", "description": "Invitation link tokens"},
+    {"name": "history", "description": "Activity feeds; boards and cards as they were (time travel)"},
+    {"name": "imports", "description": "Board export, and imports running in the background"},
     {"name": "webhooks", "description": "A board's outgoing webhooks and their delivery attempts"},
     {"name": "realtime", "description": "The WebSocket endpoint"},
     {"name": "attachments", "description": "Files on cards: upload, download (signed links), thumbnails"},
@@ -191,13 +193,19 @@ def _tag(path: str) -> str:
         return "boards"
     if len(parts) >= 5 and parts[4] == "attachments":
         return "attachments"
-    return {"leave": "members", "transfer": "members"}.get(parts[2], parts[2])
+    return {
+        "leave": "members",
+        "transfer": "members",
+        "activity": "history",
+        "import": "imports",
+        "export": "imports",
+    }.get(parts[2], parts[2])
 
 
 def _statuses(r: Route) -> set[int]:
     """The refusals a REST route can answer, by rule, plus the route's own."""
     out = set(r.errors) | {429}  # every REST route is rate limited
-    if r.body is not None or r.query or r.choices or r.int_query or r.idempotency_key:
+    if r.body is not None or r.query or r.choices or r.params or r.int_query or r.idempotency_key:
         out.add(400)
     if r.body is not None:
         out.add(413)
@@ -255,6 +263,16 @@ def _rest_operation(r: Route, ref: dict[type[Any], dict[str, Any]]) -> dict[str,
             "schema": {"type": "integer", "minimum": low, "maximum": high},
         }
         for q, low, high in r.int_query
+    ]
+    params += [
+        {
+            "name": p.name,
+            "in": "query",
+            "required": False,
+            "description": p.description,
+            "schema": dict(p.schema),
+        }
+        for p in r.params
     ]
     if r.idempotency_key:
         params.append(

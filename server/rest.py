@@ -28,7 +28,18 @@ from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
 from protocol.model import BoardInfo, BoardSnapshot, Card, Column, Text, Title, Uuid
 from server import accounts, membership
 from server.access import Action, Grant, User, authorize, current_user
-from server.api import attachments, blob_urls, cards, checklists, comments, ops, taxonomy, webhooks
+from server.api import (
+    attachments,
+    blob_urls,
+    cards,
+    checklists,
+    comments,
+    history,
+    ops,
+    taxonomy,
+    transfer,
+    webhooks,
+)
 from server.http import (
     IDEMPOTENCY_KEY,
     Body,
@@ -181,6 +192,8 @@ async def create_board(request: web.Request) -> web.Response:
 
 
 async def get_board(request: web.Request) -> web.Response:
+    if "at_seq" in request.query or "at" in request.query:
+        return await history.board_at(request)  # time travel, from the event log
     cx, board_id = await _board_access(request, Action.READ)
     body: bytes = await cx.registry.ask(board_id, GetSnapshotJson(), cx.timeout_s)
     return web.Response(body=body, content_type="application/json")
@@ -354,7 +367,14 @@ _B = "/api/v1/boards/{board_id}"
 BOARD_ROUTES: list[Route] = [
     Route("GET", "/api/v1/boards", list_boards, "Boards the caller belongs to", response=BoardList),
     Route("POST", "/api/v1/boards", create_board, "Create a board", BoardCreate, BoardInfo, 201),
-    Route("GET", _B, get_board, "A whole board (snapshot)", response=BoardSnapshot),
+    Route(
+        "GET",
+        _B,
+        get_board,
+        "A whole board (snapshot); with at_seq or at, as it was then",
+        response=BoardSnapshot,
+        params=history.TIME_TRAVEL_PARAMS,
+    ),
     Route(
         "PATCH",
         _B,
@@ -435,5 +455,12 @@ BOARD_ROUTES: list[Route] = [
 MODEL_ROUTES: list[Route] = cards.ROUTES + taxonomy.ROUTES + checklists.ROUTES + comments.ROUTES + ops.ROUTES
 BLOB_ROUTES: list[Route] = attachments.ROUTES + blob_urls.ROUTES
 ROUTES: list[Route] = (
-    accounts.ROUTES + BOARD_ROUTES + membership.ROUTES + webhooks.ROUTES + MODEL_ROUTES + BLOB_ROUTES
+    accounts.ROUTES
+    + BOARD_ROUTES
+    + membership.ROUTES
+    + webhooks.ROUTES
+    + MODEL_ROUTES
+    + BLOB_ROUTES
+    + history.ROUTES
+    + transfer.ROUTES
 )
