@@ -51,8 +51,8 @@ async def test_kill_9_of_the_owner_mid_storm_loses_nothing_acked_and_fails_over(
             watch = next(c for c in clients if c.home != owner.index)
             assert watch.ws is not None
             await watch.ws.wait_until(lambda log: sum(m["type"] == "ack" for m in log) >= 15, what="acks")
-            killed_at = time.monotonic()
             await owner.kill()
+            killed_at = time.monotonic()  # once reaped: until then it may still answer
             await asyncio.gather(*tasks)
         finally:
             for t in tasks:
