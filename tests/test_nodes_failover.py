@@ -91,10 +91,11 @@ FAST = {
 
 
 async def test_a_paused_owner_past_its_lease_is_fenced_and_acks_nothing_twice(
-    tmp_path: Path, database_url: str, redis_url: str, redis_prefix: str
+    tmp_path: Path, database_url: str, bus_redis: tuple[str, bool], redis_prefix: str
 ) -> None:
     prefix = f"{redis_prefix}-stop-{uuid.uuid4().hex[:8]}"
-    async with start_nodes(3, tmp_path, database_url, redis_url, prefix, FAST) as nodes:
+    url, cluster = bus_redis
+    async with start_nodes(3, tmp_path, database_url, url, prefix, FAST, redis_cluster=cluster) as nodes:
         bid, col = await new_board(nodes)
         a = Client("a", nodes, 0, bid, col)
         await a.connect()
