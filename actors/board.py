@@ -92,6 +92,7 @@ class _Pending:
     event: EventMsg | None  # None for a duplicate of an earlier request
     fp: int | None  # fingerprint of the command, when it has a request id
     entity: msgspec.Struct | None = None
+    lookup: bool = False  # a REST duplicate whose entity must be found from the event log
 
 
 class BoardActor(Actor):
@@ -251,7 +252,10 @@ class BoardActor(Actor):
                     # is acknowledged as before, whatever the sender's role is now.
                     original = self._recent_event(seq)
                     entity = st.entity_after(original.event) if for_rest and original else None
-                    pending.append(_Pending(env, msg, seq, None, None, entity))
+                    # A REST retry whose event left memory (a restart, a failover): its entity
+                    # is read from the log before the answer (_entities_from_log).
+                    lookup = for_rest and original is None
+                    pending.append(_Pending(env, msg, seq, None, None, entity, lookup))
                     return
                 reused_at = seq
         # Before the conflict answer, which would tell someone without access about the board.
@@ -369,6 +373,8 @@ class BoardActor(Actor):
             else:
                 self._metrics.commit_latency.observe(time.perf_counter() - t0)
                 self._metrics.commit_batch.observe(len(events))
+        if any(p.lookup for p in pending):
+            await self._entities_from_log(pending)
         now = time.perf_counter()
         acks: dict[Subscriber, list[bytes]] = {}
         for p in pending:
@@ -388,6 +394,20 @@ class BoardActor(Actor):
         self._recent.extend(events)
         self._broadcast(events)
         return True
+
+    async def _entities_from_log(self, pending: list[_Pending]) -> None:
+        """The entities of REST retries whose original event is no longer in memory, as they
+        are now, from the event log (rare: a retry after a restart or a failover). A failed
+        read leaves the entity out; the REST layer answers with what it can find."""
+        for p in pending:
+            if not p.lookup:
+                continue
+            try:
+                stored = await self._repo.events_since(self.board_id, p.seq - 1, 1)
+                if stored and stored[0].seq == p.seq:
+                    p.entity = self._board.entity_after(_EVENT_DECODER.decode(stored[0].body))
+            except Exception as e:
+                self._log.warning("duplicate_entity_read_failed", seq=p.seq, error=repr(e))
 
     def _fence_out(self, pending: list[_Pending]) -> None:
         """Another activation took the board: fail the batch and everything waiting with

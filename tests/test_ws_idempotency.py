@@ -167,3 +167,24 @@ async def test_a_rid_reused_for_another_command_is_a_conflict(http, server, conn
     await _settle(a, [viewer], bid)
     assert len(_events_for(viewer, bid, "reused")) == 1
     assert _titles(await rest_snapshot(http, server.base, bid)) == ["one"]
+
+
+async def test_a_rest_create_retried_after_a_restart_answers_the_card_it_made(http, start_server, connect):
+    """The retry reaches a new activation that no longer holds the original event in memory
+    (a restart, or a failover to another node): it is answered with the card it created, read
+    from the event log, not refused as a conflict."""
+    first_srv = await start_server()
+    bid, col, _ = await _setup(http, first_srv.base, connect, first_srv.ws_url)
+    body = {"column_id": col, "title": "once"}
+    headers = {"Idempotency-Key": "rest-after-restart"}
+    async with http.post(f"{first_srv.base}/api/v1/boards/{bid}/cards", json=body, headers=headers) as r:
+        assert r.status == 201, await r.text()
+        created = await r.json()
+    await first_srv.stop()
+
+    second_srv = await start_server()
+    async with http.post(f"{second_srv.base}/api/v1/boards/{bid}/cards", json=body, headers=headers) as r:
+        assert r.status == 201, await r.text()
+        retried = await r.json()
+    assert retried == created
+    assert _titles(await rest_snapshot(http, second_srv.base, bid)) == ["once"]
