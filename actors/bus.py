@@ -166,16 +166,16 @@ class Bus:
         else:
             link.wake.set()
 
-    def send_frame(self, dest: str, board_id: uuid.UUID, frame: bytes, conn_id: str) -> None:
-        """A frame for one connection on ``dest``; the same frame for several connections
-        (one broadcast) travels once."""
+    def send_frame(self, dest: str, board_id: uuid.UUID, frame: bytes, sub: int) -> None:
+        """A frame for one subscription on ``dest``; the same frame for several of them (one
+        broadcast) travels once."""
         link = self._links.get(dest)
         if link is not None and link.items:
             last = link.items[-1]
             if isinstance(last, Frames) and last.frame is frame:
-                last.conns.append(conn_id)
+                last.subs.append(sub)
                 return
-        self.send(dest, Frames(board_id=board_id, frame=frame, conns=[conn_id]))
+        self.send(dest, Frames(board_id=board_id, frame=frame, subs=[sub]))
 
     async def _write(self, dest: str, link: _Link) -> None:
         while True:

@@ -120,7 +120,12 @@ class Cluster:
         self._orphans: set[uuid.UUID] = set()  # boards whose owner was seen to die
         self._sent: dict[int, _Sent] = {}
         self._viewers: dict[str, Subscriber] = {}  # local connections viewing remote boards
-        self._proxied: dict[str, dict[uuid.UUID, set[str]]] = {}  # owner -> board -> conn ids
+        # owner -> board -> conn id -> subscription id; and each live subscription id's
+        # (conn id, board, owner). What an owner sends is addressed to subscription ids: one
+        # retired (left, resynced, joined again) drops whatever still arrives for it.
+        self._proxied: dict[str, dict[uuid.UUID, dict[str, int]]] = {}
+        self._by_sub: dict[int, tuple[str, uuid.UUID, str]] = {}
+        self._sub_ids = itertools.count(1)
         # owning side
         # node -> (conn id, board) -> viewer
         self._remote: dict[str, dict[tuple[str, uuid.UUID], RemoteViewer]] = {}
@@ -212,8 +217,11 @@ class Cluster:
                 return b.ExecuteBody(author=msg.author, rid=msg.rid, cmd=msg.cmd, conn_id=conn), "execute"
             case Subscribe():
                 sub = msg.sub
+                self._unproxy(board_id, sub.conn_id)  # a join again: a new subscription
                 self._viewers[sub.conn_id] = sub
-                self._proxied.setdefault(dest, {}).setdefault(board_id, set()).add(sub.conn_id)
+                sid = next(self._sub_ids)
+                self._proxied.setdefault(dest, {}).setdefault(board_id, {})[sub.conn_id] = sid
+                self._by_sub[sid] = (sub.conn_id, board_id, dest)
                 body = b.SubscribeBody(
                     conn_id=sub.conn_id,
                     user_id=sub.user_id,
@@ -221,6 +229,7 @@ class Cluster:
                     codec=sub.codec.name,
                     rid=msg.rid,
                     since_seq=msg.since_seq,
+                    sub=sid,
                 )
                 return body, "subscribe"
             case Unsubscribe():
@@ -241,8 +250,8 @@ class Cluster:
     def _unproxy(self, board_id: uuid.UUID, conn_id: str) -> None:
         for boards in self._proxied.values():
             conns = boards.get(board_id)
-            if conns is not None:
-                conns.discard(conn_id)
+            if conns is not None and conn_id in conns:
+                self._by_sub.pop(conns.pop(conn_id), None)
                 if not conns:
                     del boards[board_id]
         if not any(conn_id in conns for boards in self._proxied.values() for conns in boards.values()):
@@ -317,16 +326,17 @@ class Cluster:
         # Only to viewers who view that board through that node: a frame from a node that
         # lost the board (it was paused, then resumed) must not reach a viewer who joined it
         # elsewhere since.
-        conns = self._proxied.get(src, {}).get(item.board_id)
-        if not conns:
-            return
-        for conn_id in item.conns:
-            if conn_id in conns and (sub := self._viewers.get(conn_id)) is not None:
+        for sid in item.subs:
+            found = self._by_sub.get(sid)
+            if found is not None and found[2] == src and (sub := self._viewers.get(found[0])) is not None:
                 sub.send_frame(item.frame)
 
     def _on_control(self, src: str, item: b.Control) -> None:
+        found = self._by_sub.get(item.sub)
+        if found != (item.conn_id, item.board_id, src):
+            return  # about a subscription that was since retired
         sub = self._viewers.get(item.conn_id)
-        if sub is None or item.conn_id not in self._proxied.get(src, {}).get(item.board_id, ()):
+        if sub is None:
             return
         if item.op == "closed":
             self._unproxy(item.board_id, item.conn_id)
@@ -341,6 +351,8 @@ class Cluster:
         boards = self._proxied.pop(owner, {})
         for board_id, conns in boards.items():
             self.forget_owner(board_id)
+            for sid in conns.values():
+                self._by_sub.pop(sid, None)
             for conn_id in conns:
                 sub = self._viewers.get(conn_id)
                 if sub is not None:
@@ -411,7 +423,15 @@ class Cluster:
                 codec = _CODECS_BY_NAME.get(body.codec, MSGPACK)
                 # a new one for each join: a re-join starts from "joining" again
                 viewer = viewers[(body.conn_id, board_id)] = RemoteViewer(
-                    src, board_id, body.conn_id, body.user_id, body.user_name, codec, self.bus, self._policy
+                    src,
+                    board_id,
+                    body.conn_id,
+                    body.user_id,
+                    body.user_name,
+                    codec,
+                    self.bus,
+                    self._policy,
+                    body.sub,
                 )
                 return Subscribe(sub=viewer, rid=body.rid, since_seq=body.since_seq)
             case b.UnsubscribeBody():

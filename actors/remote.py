@@ -49,7 +49,18 @@ _JOINING = object()  # a board whose Subscribe is on its way: no grant yet
 class RemoteViewer:
     """One connection of another node (``node``) viewing one board of this node."""
 
-    __slots__ = ("_bus", "_policy", "board_id", "codec", "conn_id", "grant", "node", "user_id", "user_name")
+    __slots__ = (
+        "_bus",
+        "_policy",
+        "board_id",
+        "codec",
+        "conn_id",
+        "grant",
+        "node",
+        "sub",
+        "user_id",
+        "user_name",
+    )
 
     def __init__(
         self,
@@ -61,8 +72,10 @@ class RemoteViewer:
         codec: Codec,
         bus: Bus,
         policy: ViewerPolicy,
+        sub: int = 0,
     ) -> None:
         self.node = node
+        self.sub = sub  # the viewer's node's id of this subscription
         self.board_id = board_id
         self.conn_id = conn_id
         self.user_id = user_id
@@ -84,13 +97,14 @@ class RemoteViewer:
         self.send_frame(self.codec.frame([self.codec.encode(msg)]))
 
     def send_frame(self, frame: bytes) -> None:
-        self._bus.send_frame(self.node, self.board_id, frame, self.conn_id)
+        self._bus.send_frame(self.node, self.board_id, frame, self.sub)
 
     def board_closed(self, board_id: uuid.UUID, reason: str) -> None:
         if self.grant is not None:
             self.grant = None
             self._bus.send(
-                self.node, Control(conn_id=self.conn_id, board_id=board_id, op="closed", reason=reason)
+                self.node,
+                Control(conn_id=self.conn_id, board_id=board_id, op="closed", reason=reason, sub=self.sub),
             )
 
     def joining(self, board_id: uuid.UUID) -> bool:
@@ -102,7 +116,9 @@ class RemoteViewer:
         keeps = self._policy.keeps(grant)
         self.grant = grant if keeps else None
         raw = msgspec.Raw(self._policy.encode_grant(grant))
-        self._bus.send(self.node, Control(conn_id=self.conn_id, board_id=board_id, op="access", grant=raw))
+        self._bus.send(
+            self.node, Control(conn_id=self.conn_id, board_id=board_id, op="access", grant=raw, sub=self.sub)
+        )
         return keeps
 
     def refusal(self, board_id: uuid.UUID, cmd: Command, own: bool = True) -> BoardcastError | None:

@@ -39,6 +39,10 @@ class SubscribeBody(_Body, tag="sub"):
     codec: str  # the connection's wire format: "msgpack" or "json"
     rid: str
     since_seq: int | None
+    # The sender's id of this subscription: what the owner sends for it is addressed to it,
+    # so that nothing of an earlier subscription (an activation that since lost the board)
+    # reaches the viewer's next one.
+    sub: int = 0
 
 
 class UnsubscribeBody(_Body, tag="unsub"):
@@ -110,9 +114,9 @@ class Frames(_Item, tag="frames"):
     """One WebSocket frame (already built for the connections' codec) for connections of the
     receiving process."""
 
-    board_id: uuid.UUID  # the board that sent it (a receiver drops it if the viewer moved on)
+    board_id: uuid.UUID  # the board that sent it
     frame: bytes
-    conns: list[str]
+    subs: list[int]  # the receiver's subscription ids (SubscribeBody.sub) it is for
 
 
 class Control(_Item, tag="ctl"):
@@ -122,6 +126,7 @@ class Control(_Item, tag="ctl"):
     conn_id: str
     board_id: uuid.UUID
     op: str
+    sub: int = 0  # the subscription it is about (SubscribeBody.sub)
     reason: str = ""
     grant: msgspec.Raw = NIL
 

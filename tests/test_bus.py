@@ -77,13 +77,13 @@ async def test_items_arrive_in_the_order_sent_and_a_broadcast_frame_travels_once
     b.start()
     try:
         frame, board = b"\x81\x03abc", uuid.uuid4()
-        for conn in ("x", "y", "z"):
-            a.bus.send_frame(b.bus.node_id, board, frame, conn)  # one broadcast to three viewers
+        for sub in (1, 2, 3):
+            a.bus.send_frame(b.bus.node_id, board, frame, sub)  # one broadcast to three viewers
         for i in range(500):
             a.bus.send(b.bus.node_id, _ctl(i))
         await b.wait(lambda: len(b.got) == 501)
         first = b.got[0][1]
-        assert isinstance(first, Frames) and first.frame == frame and first.conns == ["x", "y", "z"]
+        assert isinstance(first, Frames) and first.frame == frame and first.subs == [1, 2, 3]
         assert first.board_id == board
         reasons = [item.reason for _, item in b.got[1:] if isinstance(item, Control)]
         assert reasons == [str(i) for i in range(500)]
