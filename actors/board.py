@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from actors.gc_pause import gc_paused
 from actors.messages import (
     AccessChanged,
     AccessLookup,
@@ -150,11 +151,12 @@ class BoardActor(Actor):
         failure is the same activation, and one that was replaced finds out at its next
         commit (FencedOut). ``t0``: when the activation started (for the log line)."""
         t_read = time.perf_counter()
-        loaded = await self._repo.load_board(self.board_id, self._settings.remembered_requests)
-        if loaded is None:
-            raise not_found("board", self.board_id)
-        t_built = time.perf_counter()
-        self._state = BoardState(loaded)
+        with gc_paused():  # hundreds of thousands of objects, none of them garbage: see gc_pause
+            loaded = await self._repo.load_board(self.board_id, self._settings.remembered_requests)
+            if loaded is None:
+                raise not_found("board", self.board_id)
+            t_built = time.perf_counter()
+            self._state = BoardState(loaded)
         t_end = time.perf_counter()
         self._snapshot_seq, self._snapshots = -1, {}  # a reload may bring back a seq with other content
         self._recent.clear()
