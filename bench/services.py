@@ -188,6 +188,9 @@ class ServerProcess:
                 "BOARDCAST_HOST": "127.0.0.1",
                 "BOARDCAST_LOG_LEVEL": "warning",
                 "BOARDCAST_LOG_FORMAT": "json",
+                # This checkout's code, whichever checkout the `boardcast` script was installed
+                # from (an editable install points at one worktree only).
+                "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p),
             }
         else:
             cmd = [
