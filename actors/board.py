@@ -642,7 +642,7 @@ class BoardActor(Actor):
         encoded = self._snapshots.get(codec)
         if encoded is None:
             t0 = time.perf_counter()
-            encoded = self._snapshots[codec] = codec.encode(st.snapshot())
+            encoded = self._snapshots[codec] = st.encoded_snapshot(codec)
             self._metrics.snapshot_build.labels(encoding=codec.name).observe(time.perf_counter() - t0)
         return encoded
 
