@@ -2,9 +2,9 @@
 waits for the snapshot of a large board.
 
 After ``go`` it makes the **cold join**: the first join of the board since the server
-started, so it includes the board's activation from PostgreSQL, then the first join in JSON;
-it reports them (with what the snapshot held, decoded once as a check) and waits for a second
-``go``. Then ``rounds`` times,
+started, so it includes the board's activation from PostgreSQL; it reports it (with what the
+snapshot held, decoded once as a check) and waits for a second ``go``; then the same for the
+first join in JSON. Then ``rounds`` times,
 for each encoding: one ``card.update`` on a connection of its own (the board's seq moves, so
 the server has no snapshot encoded yet) and a join on a new connection (**fresh**), then a
 second join with nothing changed in between (**cached**: the bytes encoded for the first).
@@ -123,10 +123,12 @@ async def role_joins(spec: dict[str, Any], ctl: Any) -> dict[str, Any]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         await ctl.ready(connected=0)
         cold = await _join(session, url, board, "msgpack", f"{tag}-cold", count=True)
+        emit({"event": "cold", **cold})
+        await ctl.expect("go")
         # The board's first snapshot in JSON (nothing changed since the cold join's): the
         # server encodes it whole, as it did the cold join's in MessagePack.
         first_json = await _join(session, url, board, "json", f"{tag}-first-json")
-        emit({"event": "cold", **cold, "first_json_ms": first_json["ms"]})
+        emit({"event": "first_json", **first_json})
         await ctl.expect("go")
         # The writer: its own connection, joined (it is sent every event; a reader drains it).
         writer = await _open(session, url, "msgpack")
