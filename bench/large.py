@@ -30,7 +30,7 @@ from bench.common import median
 from bench.harness import Bench, Board, post_json
 from bench.large_build import build_large_board
 from bench.scenarios import _cpu, _med, _num, _out, _ratio, _record, _server, _settled_rss, _usage
-from bench.services import ServerProcess
+from bench.services import BenchError, ServerProcess
 from server.access import DEV_USER_ID
 
 ACTIVATION = "boardcast_board_activation_seconds"
@@ -75,6 +75,9 @@ async def _joins(b: Bench, srv: ServerProcess, board: Board) -> dict[str, Any]:
     m2 = await srv.metrics()
     rss_after, _ = await _settled_rss(srv)
     await b.reap()
+    got = cold.get("snapshot", {}).get("cards")
+    if got != len(board.cards):
+        raise BenchError(f"the cold join's snapshot held {got} cards, not {len(board.cards)}")
     joins = res["joins"]
     r: dict[str, Any] = {
         "activation_ms": _hist(m0, m1, ACTIVATION)["mean_ms"],
