@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from actors.gc_pause import gc_paused
 from actors.messages import (
     AccessChanged,
     AccessLookup,
@@ -136,26 +137,41 @@ class BoardActor(Actor):
     # ------------------------------------------------------------------ lifecycle
 
     async def on_start(self) -> None:
+        t0 = time.perf_counter()
         # A new epoch per activation, before the load: an older activation of this board (in
         # another process on the same database) can no longer commit.
         epoch = await self._repo.claim_epoch(self.board_id)
         if epoch is None:
             raise not_found("board", self.board_id)
         self._epoch = epoch
-        await self._load()
+        await self._load(t0)
+        self._metrics.activation.observe(time.perf_counter() - t0)
 
-    async def _load(self) -> None:
+    async def _load(self, t0: float | None = None) -> None:
         """Read the board from Postgres, keeping this activation's epoch: a reload after a
         failure is the same activation, and one that was replaced finds out at its next
-        commit (FencedOut)."""
-        loaded = await self._repo.load_board(self.board_id, self._settings.remembered_requests)
-        if loaded is None:
-            raise not_found("board", self.board_id)
-        self._state = BoardState(loaded)
+        commit (FencedOut). ``t0``: when the activation started (for the log line)."""
+        t_read = time.perf_counter()
+        with gc_paused():  # hundreds of thousands of objects, none of them garbage: see gc_pause
+            loaded = await self._repo.load_board(self.board_id, self._settings.remembered_requests)
+            if loaded is None:
+                raise not_found("board", self.board_id)
+            t_built = time.perf_counter()
+            self._state = BoardState(loaded)
+        t_end = time.perf_counter()
         self._snapshot_seq, self._snapshots = -1, {}  # a reload may bring back a seq with other content
         self._recent.clear()
         self._requests = OrderedDict(((a, r), (s, f)) for a, r, s, f in loaded.recent_requests)
-        self._log.info("board_activated", seq=loaded.seq, epoch=self._epoch)
+        self._log.info(
+            "board_activated",
+            seq=loaded.seq,
+            epoch=self._epoch,
+            cards=len(loaded.cards),
+            # claiming the epoch, reading every table, building the in-memory state
+            epoch_ms=round((t_read - (t0 if t0 is not None else t_read)) * 1000, 2),
+            read_ms=round((t_built - t_read) * 1000, 2),
+            build_ms=round((t_end - t_built) * 1000, 2),
+        )
 
     async def on_restart(self) -> None:
         self._metrics.actor_restarts.inc()
@@ -645,7 +661,9 @@ class BoardActor(Actor):
             self._snapshot_seq, self._snapshots = st.seq, {}
         encoded = self._snapshots.get(codec)
         if encoded is None:
-            encoded = self._snapshots[codec] = codec.encode(st.snapshot())
+            t0 = time.perf_counter()
+            encoded = self._snapshots[codec] = st.encoded_snapshot(codec)
+            self._metrics.snapshot_build.labels(encoding=codec.name).observe(time.perf_counter() - t0)
         return encoded
 
     async def _access_changed(self, msg: AccessChanged) -> None:

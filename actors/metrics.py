@@ -25,6 +25,8 @@ from prometheus_client import (
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+# Activations of boards of a few cards take milliseconds, of 10,000 cards a few hundred.
+_ACTIVATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10)
 
 
 class Metrics:
@@ -74,6 +76,19 @@ class Metrics:
             "boardcast_join_run_size",
             "Joins subscribed together with one access read (a run of joins in one mailbox batch)",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=r,
+        )
+        self.activation = Histogram(
+            "boardcast_board_activation_seconds",
+            "A board actor's start: its epoch claimed, the board read from PostgreSQL and its state built",
+            buckets=_ACTIVATION_BUCKETS,
+            registry=r,
+        )
+        self.snapshot_build = Histogram(
+            "boardcast_snapshot_build_seconds",
+            "A board's snapshot built and encoded for one wire format (once per seq and encoding)",
+            ["encoding"],
+            buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.active_actors = Gauge("boardcast_active_boards", "Board actors in memory", registry=r)

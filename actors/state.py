@@ -17,10 +17,12 @@ from typing import Any
 import msgspec
 
 from actors.ranks import RankedList
+from actors.snapshot_cache import EntityBytes, SnapshotWire
 from actors.state_base import TABLES, conflict
 from actors.state_cards import CardRules
 from actors.state_parts import PartRules
 from protocol import commands as c
+from protocol.codec import Codec
 from protocol.errors import BoardcastError, ErrorCode, bad_request, not_found
 from protocol.model import BoardSnapshot, Card, Column
 from storage import Batch, LoadedBoard
@@ -67,28 +69,70 @@ class BoardState(CardRules, PartRules):
             if not card.archived:
                 self.active[card.column_id] += 1
         self._dirty = {table: set() for table in TABLES}
+        self.entity_bytes = EntityBytes()
 
     # ------------------------------------------------------------------ reads
 
-    def snapshot(self) -> BoardSnapshot:
-        columns = [self.columns[i] for i in self.column_order.ids()]
-        cards = [self.cards[i] for col in columns for i in self.card_order[col.id].ids()]
-        checklists = [self.checklists[i] for card in cards for i in self._ids(self.checklist_order, card.id)]
-        items = [self.items[i] for cl in checklists for i in self.item_order[cl.id].ids()]
+    def _ordered(self) -> dict[str, list[uuid.UUID]]:
+        """Each table's ids in snapshot order (see BoardSnapshot)."""
+        columns = self.column_order.ids()
+        cards = [i for col in columns for i in self.card_order[col].ids()]
+        checklists = [i for card in cards for i in self._ids(self.checklist_order, card)]
+        return {
+            "columns": columns,
+            "cards": cards,
+            "labels": [x.id for x in sorted(self.labels.values(), key=lambda x: (x.name, str(x.id)))],
+            "fields": [f.id for f in sorted(self.fields.values(), key=lambda f: f.rank)],
+            "checklists": checklists,
+            "items": [i for cl in checklists for i in self.item_order[cl].ids()],
+            "comments": list(self.comments),
+            "attachments": list(self.attachments),
+        }
+
+    def _stores(self) -> dict[str, dict[uuid.UUID, Any]]:
+        return {
+            "columns": self.columns,
+            "cards": self.cards,
+            "labels": self.labels,
+            "fields": self.fields,
+            "checklists": self.checklists,
+            "items": self.items,
+            "comments": self.comments,
+            "attachments": self.attachments,
+        }
+
+    def snapshot(self, ordered: dict[str, list[uuid.UUID]] | None = None) -> BoardSnapshot:
+        stores = self._stores()
+        rows = {table: [stores[table][i] for i in ids] for table, ids in (ordered or self._ordered()).items()}
         return BoardSnapshot(
             id=self.id,
             title=self.title,
             description=self.description,
             seq=self.seq,
-            columns=columns,
-            cards=cards,
             allow_wip_overflow=self.allow_wip_overflow,
-            labels=sorted(self.labels.values(), key=lambda label: (label.name, str(label.id))),
-            fields=sorted(self.fields.values(), key=lambda f: f.rank),
-            checklists=checklists,
-            items=items,
-            comments=list(self.comments.values()),
-            attachments=list(self.attachments.values()),
+            **rows,
+        )
+
+    def encoded_snapshot(self, codec: Codec) -> bytes:
+        """``codec.encode(self.snapshot())``, the same bytes, spliced from each entity's kept
+        encoding (see actors/snapshot_cache.py)."""
+        ordered = self._ordered()
+        cache = self.entity_bytes
+        if codec.name not in cache:
+            whole = codec.encode(self.snapshot(ordered))
+            cache.fill(codec, ordered, whole)
+            return whole
+        stores = self._stores()
+        rows = {table: cache.raws(codec, table, ids, stores[table]) for table, ids in ordered.items()}
+        return codec.encode(
+            SnapshotWire(
+                id=self.id,
+                title=self.title,
+                description=self.description,
+                seq=self.seq,
+                allow_wip_overflow=self.allow_wip_overflow,
+                **rows,
+            )
         )
 
     @staticmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from actors.ranks import RankedList
 from protocol.base import RankChange
@@ -25,6 +26,9 @@ from protocol.model import (
     CustomField,
     Label,
 )
+
+if TYPE_CHECKING:
+    from actors.snapshot_cache import EntityBytes
 
 Ranked = Column | Card | Checklist | ChecklistItem
 
@@ -56,9 +60,13 @@ class StateBase:
     card_attachments: dict[uuid.UUID, list[uuid.UUID]]  # card id -> its attachments
     active: dict[uuid.UUID, int]  # column id -> how many unarchived cards it holds
     _dirty: dict[str, set[uuid.UUID]]
+    entity_bytes: EntityBytes  # each entity's encoding for snapshots, until touched
 
     def _touch(self, table: str, item_id: uuid.UUID) -> None:
+        """Mark an entity changed (or deleted): persisted with the next batch, encoded again
+        for the next snapshot."""
         self._dirty[table].add(item_id)
+        self.entity_bytes.forget(table, item_id)
 
     def _rerank(
         self, store: Mapping[uuid.UUID, Ranked], table: str, moved: list[tuple[uuid.UUID, int]]

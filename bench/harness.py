@@ -65,6 +65,13 @@ class Params:
     storm_cards: int = 50
     storm_changes: int = 10  # commands made while the viewers are away (the resume replays them)
     failover_runs: int = 5  # failover: owners killed, one after the other (the median is reported)
+    # large_board: one board of many cards (see bench/large.py)
+    large_cards: int = 10_000
+    large_columns: int = 20
+    large_join_rounds: int = 5  # fresh + cached joins per encoding
+    large_rest_procs: int = 2
+    large_rest_concurrency: int = 4  # per process: every answer is the whole board (~12 MB)
+    large_command_rate: float = 200.0  # card.move / card.update per second, on a fixed schedule
     cards: int = 20
     columns: int = 2
     max_inflight: int = 256
@@ -109,6 +116,7 @@ QUICK = dataclasses.replace(
     auth_rounds=3,
     storm_viewers=300,
     failover_runs=2,
+    large_join_rounds=3,
 )
 
 

@@ -21,6 +21,9 @@ TARGETS: dict[str, tuple[str, Callable[[float], bool]]] = {
     "nodes_latency": ("p99 < 10 ms", lambda v: v < 10),
     "failover": ("< 3 s", lambda v: v < 3),
     "processes": ("> 1.6x", lambda v: v > 1.6),
+    # large_board (10,000 cards): activation from PostgreSQL, and the snapshot served to a joiner
+    "large_activation": ("< 200 ms", lambda v: v < 200),
+    "large_snapshot": ("< 50 ms", lambda v: v < 50),
 }
 
 
@@ -229,6 +232,89 @@ def _nodes_rows(sc: dict[str, Any]) -> list[str]:
             )
         )
     return rows
+def _large_rows(result: dict[str, Any]) -> list[str]:
+    """large_board: activation, snapshot (fresh / cached, both encodings), REST, commands against
+    a 20-card board at the same rate, memory."""
+    s, lp = result["summary"], result["params"]
+
+    def v(key: str) -> float | None:
+        value: float | None = s[key]["boardcast"]
+        return value
+
+    def pair(*keys: str) -> str:
+        return " / ".join(_ms(v(k)) for k in keys)
+
+    def worst(*keys: str) -> float | None:
+        return max((x for x in map(v, keys) if x is not None), default=None)
+
+    size = s.get("snapshot_bytes", {})
+    mib = " / ".join(f"{size[e] / 2**20:.1f}" for e in ("msgpack", "json") if e in size)
+    rss = v("rss_activation_delta_bytes")
+    ack = (s["large_ack_p50_ms"], s["large_ack_p99_ms"])
+    ev = (s["large_event_p50_ms"], s["large_event_p99_ms"])
+    name = f"large_board ({lp['cards']:,} cards, {lp['columns']} columns)"
+    return [
+        _row(
+            name,
+            "activation from PostgreSQL, server (ms); first join after a fresh start, client (ms)",
+            pair("activation_ms", "cold_join_ms"),
+            "-",
+            "-",
+            _target("large_activation", v("activation_ms")),
+        ),
+        _row(
+            "large_board",
+            "snapshot after a change, server (ms): msgpack / JSON (only changed entities encoded)",
+            pair("snapshot_msgpack_server_ms", "snapshot_json_server_ms"),
+            "-",
+            "-",
+            _target("large_snapshot", worst("snapshot_msgpack_server_ms", "snapshot_json_server_ms")),
+        ),
+        _row(
+            "large_board",
+            "first snapshot, encoded whole, server (ms): msgpack / JSON",
+            pair("first_snapshot_msgpack_server_ms", "first_snapshot_json_server_ms"),
+            "-",
+            "-",
+            _target(
+                "large_snapshot", worst("first_snapshot_msgpack_server_ms", "first_snapshot_json_server_ms")
+            ),
+        ),
+        _row(
+            "large_board",
+            f"join → joined, client (ms), after a change / unchanged: msgpack / JSON ({mib} MiB)",
+            pair(
+                "join_msgpack_fresh_ms", "join_msgpack_cached_ms", "join_json_fresh_ms", "join_json_cached_ms"
+            ),
+            "-",
+            "-",
+            "",
+        ),
+        _row(
+            "large_board",
+            f"REST GET of the board: requests/s, p50 / p99 (ms), "
+            f"{lp['rest_processes'] * lp['rest_concurrency_per_process']} concurrent",
+            f"{_n(v('rest_requests_per_s'), 1)}, {pair('rest_p50_ms', 'rest_p99_ms')}",
+            "-",
+            "-",
+            "",
+        ),
+        _row(
+            "large_board",
+            f"send → ack p50 / p99 (ms) at {lp['command_rate_per_s']:,.0f} cmd/s (baseline: 20-card board)",
+            *_vs(*ack, fmt=_ms),
+            "",
+        ),
+        _row("large_board", "send → event p50 / p99 (ms)", *_vs(*ev, fmt=_ms), ""),
+        _row(
+            "large_board",
+            "server RSS added by activating the board",
+            "-" if rss is None else f"{rss / 2**20:.1f} MiB",
+            "-",
+            "-",
+            "",
+        ),
+    ]
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -339,6 +425,8 @@ def markdown_table(results: dict[str, Any]) -> str:
     if "reconnect_storm" in sc:
         rows.extend(_storm_rows(sc["reconnect_storm"]))
     rows.extend(_nodes_rows(sc))
+    if "large_board" in sc:
+        rows.extend(_large_rows(sc["large_board"]))
     for name, err in results.get("failed", {}).items():
         rows.append(_row(name, f"failed: {err[:80]}", "", "", "", ""))
     for note in results.get("notes", []):

@@ -546,6 +546,14 @@ def _cpu(run: Any) -> str:
     )
 
 
+async def large_board(b: Bench) -> dict[str, Any]:
+    """One board of 10,000 cards: activation, snapshot, REST, commands, memory (bench/large.py,
+    imported here on use: it builds on this module's helpers)."""
+    from bench.large import large_board as run
+
+    return await run(b)
+
+
 SCENARIOS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "fanout": fanout,
     "commands_one_board": commands_one_board,
@@ -553,4 +561,5 @@ SCENARIOS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "latency": latency,
     "idle_memory": idle_memory,
     "rest": rest,
+    "large_board": large_board,
 }

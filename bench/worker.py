@@ -15,6 +15,7 @@ Roles (``spec["role"]``):
                ``headers``, and ``strict``: any answer but 200, or one without the
                ``require_header``, fails the worker).
 - ``pginsert`` one asyncpg connection doing single-row INSERT transactions (a baseline).
+- ``joins``    timed joins of one (large) board in both encodings (see :mod:`bench.large_joins`).
 
 The conversation with the orchestrator is described in :mod:`bench.common`. Every loop ends
 at the time it was given, and the whole process at ``spec["max_s"]`` whatever happens.
@@ -37,6 +38,7 @@ import msgspec
 import uvloop
 
 from bench.common import ENCODER, MSGPACK_PROTOCOL, decode_frame, emit, log, percentile, sleep_until
+from bench.large_joins import role_joins
 
 LINGER_S = 0.5
 # Frame types after which a socket delivers nothing more.
@@ -757,6 +759,7 @@ ROLES = {
     "rest": role_rest,
     "pginsert": role_pginsert,
     "storm": role_storm,
+    "joins": role_joins,
 }
 
 

@@ -68,6 +68,7 @@ class Connection(BoardRequests):
         "_closer",
         "_expiry",
         "_frames_out",
+        "_grace_bytes",
         "_last_seen",
         "_live",
         "_members",
@@ -117,6 +118,7 @@ class Connection(BoardRequests):
         self._expiry: asyncio.TimerHandle | None = None
         self._close_code: int = 1000
         self._close_reason = ""
+        self._grace_bytes = 0  # see send_frame
         self._frames_out = metrics.frames_out.labels(encoding=codec.name)
 
     @property
@@ -139,7 +141,15 @@ class Connection(BoardRequests):
         self._frames_out.inc()
         # What the peer has not taken yet stays in the transport's buffer (after the kernel's).
         buffered = transport.get_write_buffer_size()
-        if buffered > self._settings.outbound_buffer_bytes:
+        bound = self._settings.outbound_buffer_bytes
+        # One frame larger than the bound (the snapshot of a board of thousands of cards in a
+        # `joined`) does not make its peer slow: the bound then counts what queues behind it,
+        # until the peer has taken the buffer back under the bound.
+        if len(frame) > bound:
+            self._grace_bytes = len(frame)
+        elif self._grace_bytes and buffered <= bound:
+            self._grace_bytes = 0
+        if buffered > bound + self._grace_bytes:
             self._metrics.ws_closed.labels(reason="slow_consumer").inc()
             self._log.warning("slow_consumer", buffered_bytes=buffered)
             self._begin_close(CloseCode.SLOW_CONSUMER, "slow consumer; resume from your last seq")
