@@ -3,6 +3,8 @@ never reach a log line."""
 
 from __future__ import annotations
 
+import asyncio
+
 import dataclasses
 import json
 import logging
@@ -110,6 +112,10 @@ async def test_secrets_and_url_credentials_never_reach_the_logs(http, start_serv
             await create_column(http, srv.base, bid)
             got = await rec.wait_for(2)
             assert got[0].headers["Boardcast-Signature"]
+            # the dispatcher logs an attempt once its answer is recorded, after the receiver saw it
+            async with asyncio.timeout(10):
+                while not {"webhook_delivery_failed", "webhook_disabled"} <= {e.get("event") for e in logs}:
+                    await asyncio.sleep(0.02)
             # and a refused creation and a bad body are logged without them too
             async with http.post(
                 f"{srv.base}/api/v1/boards/{bid}/webhooks",
