@@ -4,7 +4,6 @@ never reach a log line."""
 from __future__ import annotations
 
 import asyncio
-
 import dataclasses
 import json
 import logging
@@ -114,7 +113,7 @@ async def test_secrets_and_url_credentials_never_reach_the_logs(http, start_serv
             assert got[0].headers["Boardcast-Signature"]
             # the dispatcher logs an attempt once its answer is recorded, after the receiver saw it
             async with asyncio.timeout(10):
-                while not {"webhook_delivery_failed", "webhook_disabled"} <= {e.get("event") for e in logs}:
+                while not {"webhook_delivery_failed", "webhook_disabled"} <= {e.get("event") for e in logs}:  # noqa: ASYNC110
                     await asyncio.sleep(0.02)
             # and a refused creation and a bad body are logged without them too
             async with http.post(
