@@ -164,9 +164,13 @@ def _log_lines(path: Path) -> list[str]:
 class ServerProcess:
     """``boardcast serve`` or the baseline server, on a free 127.0.0.1 port."""
 
-    def __init__(self, kind: str, log_path: Path, settings: dict[str, str] | None = None) -> None:
-        """``settings``: BOARDCAST_* variables over :data:`CORE_SETTINGS` (Boardcast only)."""
+    def __init__(
+        self, kind: str, log_path: Path, settings: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> None:
+        """``settings``: BOARDCAST_* variables over :data:`CORE_SETTINGS`, ``args`` after
+        ``boardcast serve`` (Boardcast only)."""
         self.kind = kind
+        self.args = args
         self.settings = {**CORE_SETTINGS, **(settings or {})} if kind == "boardcast" else {}
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -181,6 +185,7 @@ class ServerProcess:
             python = server_python()
             exe = Path(python).parent / "boardcast"
             cmd = [str(exe), "serve"] if exe.exists() else [python, "-m", "server.cli", "serve"]
+            cmd += self.args
             full_env = {
                 **env,
                 **self.settings,
@@ -188,8 +193,8 @@ class ServerProcess:
                 "BOARDCAST_HOST": "127.0.0.1",
                 "BOARDCAST_LOG_LEVEL": "warning",
                 "BOARDCAST_LOG_FORMAT": "json",
-                # This checkout's code, whichever checkout the `boardcast` script was installed
-                # from (an editable install points at one worktree only).
+                # the code of this checkout, whichever checkout the interpreter's editable
+                # install points at (`serve --processes` children inherit it)
                 "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p),
             }
         else:
@@ -228,6 +233,13 @@ class ServerProcess:
         assert self.proc is not None
         return self.proc.pid
 
+    def pids(self) -> list[int]:
+        """The server's process and its children (the nodes of ``serve --processes N``)."""
+        assert self._ps is not None
+        with contextlib.suppress(psutil.Error):
+            return [self.pid, *(c.pid for c in self._ps.children(recursive=True))]
+        return [self.pid]
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
 
@@ -246,8 +258,9 @@ class ServerProcess:
             return body
 
     async def metrics(self) -> dict[str, float]:
-        """Boardcast's Prometheus samples as {"name{labels}": value} (empty for the baseline)."""
-        if self.kind != "boardcast":
+        """Boardcast's Prometheus samples as {"name{labels}": value} (empty for the baseline,
+        and for ``--processes``, whose port answers from whichever child the kernel picks)."""
+        if self.kind != "boardcast" or "--processes" in self.args:
             return {}
         from prometheus_client.parser import text_string_to_metric_families
 
@@ -274,6 +287,16 @@ class ServerProcess:
         except OSError:
             return []
         return data.decode(errors="replace").splitlines()
+
+    async def kill(self) -> float:
+        """``kill -9`` (no hand-off, no goodbye: a crash); returns the ``time.monotonic()`` of
+        the signal."""
+        assert self.proc is not None
+        t = time.monotonic()
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        await self.proc.wait()
+        return t
 
     async def stop(self) -> int | None:
         """SIGTERM, then SIGKILL if it has not stopped after 20 s; returns the exit code."""
