@@ -464,7 +464,11 @@ class Cluster:
             self.bus.send(src, b.Reply(id=req.id, error=info))
             return
         value = fut.result()
-        if isinstance(value, CommandResult):
+        if isinstance(value, CommandResult) and isinstance(req.body, b.ExecuteBody) and req.body.conn_id:
+            # A viewer's command: its ack went to the viewer in the frames already; the sender
+            # needs to know only that it succeeded (no event to encode here and decode there).
+            value = b.ExecuteResult(seq=value.seq, duplicate=value.duplicate)
+        elif isinstance(value, CommandResult):
             entity = value.entity
             kind = None if entity is None else type(entity).__name__
             value = b.ExecuteResult(
