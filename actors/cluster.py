@@ -74,8 +74,6 @@ def _entity_decoder(kind: str) -> msgspec.msgpack.Decoder[Any]:
     return decoder
 
 
-
-
 def _unknown_outcome() -> BoardcastError:
     return BoardcastError(
         ErrorCode.UNAVAILABLE,
@@ -116,12 +114,12 @@ class Cluster(OwnerSide):
         self._owners: dict[uuid.UUID, str] = {}
         self._orphans: set[uuid.UUID] = set()  # boards whose owner was seen to die
         self._sent: dict[int, _Sent] = {}
-        self._viewers: dict[str, Subscriber] = {}  # local connections viewing remote boards
-        # owner -> board -> conn id -> subscription id; and each live subscription id's
-        # (conn id, board, owner). What an owner sends is addressed to subscription ids: one
-        # retired (left, resynced, joined again) drops whatever still arrives for it.
+        # Local connections viewing boards owned elsewhere: owner -> board -> conn id ->
+        # subscription id; and each live subscription id's (connection, board, owner). What an
+        # owner sends is addressed to subscription ids: one retired (left, resynced, joined
+        # again) drops whatever still arrives for it.
         self._proxied: dict[str, dict[uuid.UUID, dict[str, int]]] = {}
-        self._by_sub: dict[int, tuple[str, uuid.UUID, str]] = {}
+        self._by_sub: dict[int, tuple[Subscriber, uuid.UUID, str]] = {}
         self._sub_ids = itertools.count(1)
         # owning side
         # node -> (conn id, board) -> viewer
@@ -215,10 +213,9 @@ class Cluster(OwnerSide):
             case Subscribe():
                 sub = msg.sub
                 self._unproxy(board_id, sub.conn_id)  # a join again: a new subscription
-                self._viewers[sub.conn_id] = sub
                 sid = next(self._sub_ids)
                 self._proxied.setdefault(dest, {}).setdefault(board_id, {})[sub.conn_id] = sid
-                self._by_sub[sid] = (sub.conn_id, board_id, dest)
+                self._by_sub[sid] = (sub, board_id, dest)
                 body = b.SubscribeBody(
                     conn_id=sub.conn_id,
                     user_id=sub.user_id,
@@ -251,8 +248,6 @@ class Cluster(OwnerSide):
                 self._by_sub.pop(conns.pop(conn_id), None)
                 if not conns:
                     del boards[board_id]
-        if not any(conn_id in conns for boards in self._proxied.values() for conns in boards.values()):
-            self._viewers.pop(conn_id, None)
 
     def tell_owner(self, board_id: uuid.UUID, msg: Any) -> None:
         """Tell the board's owner, if any node holds it (an access change)."""
@@ -325,16 +320,14 @@ class Cluster(OwnerSide):
         # elsewhere since.
         for sid in item.subs:
             found = self._by_sub.get(sid)
-            if found is not None and found[2] == src and (sub := self._viewers.get(found[0])) is not None:
-                sub.send_frame(item.frame)
+            if found is not None and found[2] == src:
+                found[0].send_frame(item.frame)
 
     def _on_control(self, src: str, item: b.Control) -> None:
         found = self._by_sub.get(item.sub)
-        if found != (item.conn_id, item.board_id, src):
+        if found is None or (found[0].conn_id, found[1], found[2]) != (item.conn_id, item.board_id, src):
             return  # about a subscription that was since retired
-        sub = self._viewers.get(item.conn_id)
-        if sub is None:
-            return
+        sub = found[0]
         if item.op == "closed":
             self._unproxy(item.board_id, item.conn_id)
             sub.board_closed(item.board_id, item.reason)
@@ -349,17 +342,12 @@ class Cluster(OwnerSide):
         for board_id, conns in boards.items():
             self.forget_owner(board_id)
             for sid in conns.values():
-                self._by_sub.pop(sid, None)
-            for conn_id in conns:
-                sub = self._viewers.get(conn_id)
-                if sub is not None:
+                found = self._by_sub.pop(sid, None)
+                if found is not None:
                     self._metrics.resyncs.labels(reason=reason).inc()
-                    sub.board_closed(board_id, "board_unavailable")
+                    found[0].board_closed(board_id, "board_unavailable")
         for board_id in [bid for bid, o in self._owners.items() if o == owner]:
             del self._owners[board_id]
-        live = {c for bs in self._proxied.values() for cs in bs.values() for c in cs}
-        for conn_id in [c for c in self._viewers if c not in live]:
-            del self._viewers[conn_id]
 
     def _owner_gone(self, owner: str) -> None:
         log.warning("board_owner_gone", node=owner)

@@ -178,16 +178,14 @@ class BoardRegistry:
                 await asyncio.shield(release)
             placed: Lease | str | None = await self._cluster.place(board_id)
         except BoardcastError as e:
-            for _msg, fut, _ in self._waiting.pop(board_id, []):
-                if fut is not None and not fut.done():
-                    fut.set_exception(e)
+            self._fail_waiting(board_id, e)
             return
         except Exception as e:
             if not self._cluster.bus.serves:
-                err = BoardcastError(ErrorCode.UNAVAILABLE, "the board cannot be reached now (Redis?); retry")
-                for _msg, fut, _ in self._waiting.pop(board_id, []):
-                    if fut is not None and not fut.done():
-                        fut.set_exception(err)
+                self._fail_waiting(
+                    board_id,
+                    BoardcastError(ErrorCode.UNAVAILABLE, "the board cannot be reached now (Redis?); retry"),
+                )
                 return
             # Redis is unreachable: the board runs here without a lease, fenced by its epoch
             # in PostgreSQL alone (no other activation can commit once this one has loaded,
@@ -214,6 +212,11 @@ class BoardRegistry:
                     self._cluster.forward(placed, board_id, msg, fut, routed + 1)
             else:
                 self.dispatch(board_id, msg, fut, routed + (0 if local else 1))
+
+    def _fail_waiting(self, board_id: uuid.UUID, err: BoardcastError) -> None:
+        for _msg, fut, _ in self._waiting.pop(board_id, []):
+            if fut is not None and not fut.done():
+                fut.set_exception(err)
 
     async def adopt_unleased(self) -> None:
         """Boards activated while Redis was unreachable claim their lease now, or stop (their
