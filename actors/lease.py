@@ -199,9 +199,7 @@ class BoardLeases:
         self._renew = _Script(redis, _RENEW)
         self._release = _Script(redis, _RELEASE)
         self._kept: dict[uuid.UUID, KeptLease] = {}
-        self._renewer: asyncio.Task[None] | None = None
-        # A keeper thread renews for us when given (a server node); without one (a test of
-        # the leases alone) an asyncio task does.
+        # The thread that renews kept leases (a server node sets it; see keep)
         self.keeper: Keeper | None = None
 
     def lease_key(self, board_id: uuid.UUID) -> str:
@@ -256,20 +254,18 @@ class BoardLeases:
         before its deadline (Redis unreachable, or too slow). A failing renewal is retried at
         the next interval while the lease is still valid.
 
-        Every lease this node keeps is renewed by one task, all of them in one pipelined
-        round trip per interval: renewing each in its own task queued dozens of commands for
-        a connection of the pool on a busy event loop, and under write load some renewals
-        waited past their deadline (leases lost on a healthy node)."""
+        The renewals are the keeper thread's (``self.keeper``, actors/keeper.py): all of a
+        node's leases in one pipelined round trip per interval, off the event loop. Renewed
+        on the loop, in one task per lease or one for all, leases were lost on a healthy node
+        under write load (the loop half a second late)."""
+        if self.keeper is None:
+            raise RuntimeError("BoardLeases.keep needs a keeper thread (actors/keeper.py)")
         kept = KeptLease(lease, on_lost, on_renewed, asyncio.get_running_loop().create_future(), keeper=self)
         previous = self._kept.get(lease.board_id)
         if previous is not None:
             self._let_go(previous, lost=False)
         self._kept[lease.board_id] = kept
-        if self.keeper is not None:
-            self._keep_in_thread(self.keeper, kept)
-            return kept
-        if self._renewer is None or self._renewer.done():
-            self._renewer = asyncio.get_running_loop().create_task(self._renew_all(), name="lease-renewer")
+        self._keep_in_thread(self.keeper, kept)
         return kept
 
     def _keep_in_thread(self, keeper: Keeper, kept: KeptLease) -> None:
@@ -297,56 +293,6 @@ class BoardLeases:
             kept.ended.set_result(None)
             if lost:
                 kept.on_lost(kept.lease)
-
-    async def _renew_all(self) -> None:
-        while self._kept:
-            slept = time.monotonic()
-            await asyncio.sleep(self.renew_s)
-            late = time.monotonic() - slept - self.renew_s
-            if late > 0.25:  # the event loop was busy: the renewal starts late
-                log.warning("lease_renewer_late", late_s=round(late, 3))
-            for kept in list(self._kept.values()):
-                if not kept.current.valid():
-                    log.warning("lease_expired", board_id=str(kept.lease.board_id), epoch=kept.lease.epoch)
-                    self._let_go(kept, lost=True)
-            batch = list(self._kept.values())
-            if not batch:
-                continue
-            sent = time.monotonic()
-            try:
-                async with asyncio.timeout(max(0.001, min(k.current.deadline for k in batch) - sent)):
-                    extended = await self._renew_many([k.current for k in batch])
-            except (*REDIS_ERRORS, TimeoutError) as e:
-                log.warning(
-                    "lease_renew_failed",
-                    leases=len(batch),
-                    error=repr(e),
-                    after_s=round(time.monotonic() - sent, 3),
-                )
-                continue  # tried again at the next interval, or lost at the deadline
-            took = time.monotonic() - sent
-            if took > 0.25:
-                log.warning("lease_renew_slow", leases=len(batch), took_s=round(took, 3))
-            for kept, ok in zip(batch, extended, strict=True):
-                if kept.ended.done():
-                    continue  # let go while the renewal was on its way
-                if not ok:
-                    log.warning("lease_lost", board_id=str(kept.lease.board_id), epoch=kept.lease.epoch)
-                    self._let_go(kept, lost=True)
-                    continue
-                kept.current = Lease(
-                    kept.lease.board_id, self.node_id, kept.lease.epoch, self._deadline(sent)
-                )
-                if kept.on_renewed is not None:
-                    kept.on_renewed(kept.current)
-
-    async def _renew_many(self, leases: list[Lease]) -> list[bool]:
-        """Compare-and-extend each lease, all in one pipeline (on a cluster, one per node)."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for lease in leases:
-                pipe.eval(_RENEW, 1, self.lease_key(lease.board_id), lease.value, str(self._ttl_ms))
-            replies = await pipe.execute()
-        return [bool(r) for r in replies]
 
 
 @dataclass(slots=True, eq=False)

@@ -10,10 +10,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+import redis
+import redis.cluster
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from actors.lease import NODE_ID, BoardLeases, Lease, RedisClient, board_key
+from actors.keeper import Keeper
+from actors.lease import NODE_ID, RENEW_SCRIPT, BoardLeases, Lease, RedisClient, board_key
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -41,11 +44,29 @@ def prefix(redis_prefix: str) -> str:
 
 
 @pytest.fixture
-def leases(client: RedisClient, prefix: str) -> Leases:
-    def make(node_id: str, ttl_s: float = 2.0, renew_s: float = 0.5) -> BoardLeases:
-        return BoardLeases(client, prefix, node_id=node_id, ttl_s=ttl_s, renew_s=renew_s)
+async def leases(client: RedisClient, prefix: str) -> AsyncIterator[Leases]:
+    """Each node's leases with its keeper thread, on a synchronous client of the same Redis
+    (or cluster), as a server node has them (server/node.py)."""
+    keepers: list[Keeper] = []
 
-    return make
+    def make(node_id: str, ttl_s: float = 2.0, renew_s: float = 0.5) -> BoardLeases:
+        nodes = BoardLeases(client, prefix, node_id=node_id, ttl_s=ttl_s, renew_s=renew_s)
+        if isinstance(client, RedisCluster):
+            sync: object = redis.cluster.RedisCluster(
+                startup_nodes=[redis.cluster.ClusterNode(n.host, n.port) for n in client.get_nodes()]
+            )
+        else:
+            sync = redis.Redis(
+                **{k: client.connection_pool.connection_kwargs[k] for k in ("host", "port", "db")}
+            )
+        nodes.keeper = Keeper(sync, RENEW_SCRIPT, ttl_s, renew_s)
+        nodes.keeper.start()
+        keepers.append(nodes.keeper)
+        return nodes
+
+    yield make
+    for keeper in keepers:
+        await keeper.stop()
 
 
 async def _expired(nodes: BoardLeases, board: uuid.UUID) -> None:
